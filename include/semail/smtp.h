@@ -1,0 +1,239 @@
+/**
+ * @file smtp.h
+ * @brief The SMTP server session: an I/O-free state machine (RFC 5321).
+ *
+ * A ::semail_session turns the bytes a client sent into replies and into
+ * decisions asked of the embedder (may this recipient receive mail? here is
+ * a complete message: deliver it). It never reads or writes a socket, so it
+ * can be embedded in any event loop, unit-tested with strings and fuzzed.
+ *
+ * Typical use:
+ * @code
+ *   semail_session *s;
+ *   semail_session_new(&s, &opts);            // greeting is now pending output
+ *   for (;;) {
+ *       send(fd, semail_session_output(s, &len), len); semail_session_output_consume(s, len);
+ *       if (semail_session_state(s) == SEMAIL_STATE_CLOSED) break;
+ *       n = recv(fd, buf, sizeof buf);
+ *       semail_session_feed(s, buf, n);      // calls opts.rcpt / opts.message
+ *   }
+ *   semail_session_free(s);
+ * @endcode
+ *
+ * The end of data is `<CRLF>.<CRLF>` and nothing else. A message that
+ * carries a bare CR or a bare LF is refused as a whole (never split, never
+ * ended early), so that no second message can be smuggled after it.
+ */
+#ifndef SEMAIL_SMTP_H
+#define SEMAIL_SMTP_H
+
+#include "semail/common.h"
+#include "semail/errors.h"
+
+SEMAIL_BEGIN_DECLS
+
+/** Longest local part (RFC 5321 4.5.3.1.1), unquoted. */
+#define SEMAIL_LOCAL_MAX 64
+/** Longest domain (RFC 5321 4.5.3.1.2). */
+#define SEMAIL_DOMAIN_MAX 255
+/** Longest path, `<` and `>` included (RFC 5321 4.5.3.1.3). */
+#define SEMAIL_PATH_MAX 256
+/** Longest command line, CRLF included (RFC 5321 4.5.3.1.4). */
+#define SEMAIL_COMMAND_LINE_MAX 512
+/** Longest text line in DATA, CRLF included (RFC 5321 4.5.3.1.6). */
+#define SEMAIL_TEXT_LINE_MAX 1000
+/** Longest reply text this library builds, CRLF included. */
+#define SEMAIL_REPLY_MAX 512
+
+/**
+ * A mailbox address as found in MAIL FROM or RCPT TO, after parsing.
+ *
+ * The local part is stored unquoted (`"a b"@x` gives `a b`); the domain is
+ * stored as written (a name, or an address literal with its brackets).
+ * Source routes (`@a,@b:`) are stripped, as RFC 5321 section 3.3 allows.
+ */
+typedef struct semail_address {
+    int is_null;                              /**< 1 for the null path `<>`. */
+    int local_quoted;                         /**< 1 when the local part was a quoted-string. */
+    char local[SEMAIL_LOCAL_MAX + 1];         /**< Local part, unquoted, NUL-terminated. */
+    char domain[SEMAIL_DOMAIN_MAX + 1];       /**< Domain or `[literal]`, NUL-terminated. */
+} semail_address;
+
+/** Flags for semail_address_parse(). */
+typedef enum semail_address_flags {
+    SEMAIL_ADDRESS_ALLOW_NULL = 1u << 0,      /**< Accept `<>` (MAIL FROM). */
+    SEMAIL_ADDRESS_ALLOW_POSTMASTER = 1u << 1 /**< Accept `<Postmaster>` without a domain. */
+} semail_address_flags;
+
+/**
+ * Parse a path (`<local@domain>`, angle brackets required) per RFC 5321 4.1.2.
+ *
+ * @param[out] out   the parsed address; zeroed on failure.
+ * @param s          the text of the path, not NUL-terminated necessarily.
+ * @param len        its length in bytes.
+ * @param flags      a mask of ::semail_address_flags.
+ * @param[out] consumed  when not NULL, the number of bytes of @p s that the
+ *                   path used (parameters may follow).
+ * @return 0, or ::SEMAIL_EINVAL (syntax) / ::SEMAIL_ETOOBIG (over a limit)
+ *         with a message. Thread-safe.
+ */
+SEMAIL_EXTERN int semail_address_parse(semail_address *out, const char *s, size_t len,
+                                       unsigned int flags, size_t *consumed);
+
+/**
+ * Write an address as `local@domain`, quoting the local part when it needs it;
+ * the null path is written as the empty string.
+ *
+ * @param[out] out   buffer of @p size bytes (SEMAIL_PATH_MAX + 3 always fits).
+ * @return 0, or ::SEMAIL_ETOOBIG. Thread-safe.
+ */
+SEMAIL_EXTERN int semail_address_format(char *out, size_t size, const semail_address *addr);
+
+/** A reply: code, enhanced status code and text, as the session sends it. */
+typedef struct semail_reply {
+    int code;                                 /**< 3-digit reply code, e.g. 250. */
+    char enhanced[16];                        /**< Enhanced status code, e.g. "2.1.5" (RFC 3463). */
+    char text[SEMAIL_REPLY_MAX];              /**< Text without code or CRLF; one line. */
+} semail_reply;
+
+/**
+ * Fill a reply. The text is formatted with printf rules and cut at the
+ * buffer's end; CR and LF in it are replaced by spaces.
+ */
+SEMAIL_EXTERN void semail_reply_set(semail_reply *r, int code, const char *enhanced,
+                                    const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/** States of a session. A command is valid only in the states its table row names. */
+typedef enum semail_session_state {
+    SEMAIL_STATE_INIT = 0, /**< Greeting sent, no EHLO/HELO yet. */
+    SEMAIL_STATE_READY,    /**< After EHLO/HELO, no transaction. */
+    SEMAIL_STATE_MAIL,     /**< MAIL accepted, no recipient yet. */
+    SEMAIL_STATE_RCPT,     /**< At least one recipient accepted. */
+    SEMAIL_STATE_DATA,     /**< Reading the message after `354`. */
+    SEMAIL_STATE_CLOSED    /**< QUIT or a fatal error: send the output, then close. */
+} semail_session_state;
+
+/** An opaque SMTP session. */
+typedef struct semail_session semail_session;
+
+/** The envelope of the transaction in progress, valid during callbacks only. */
+typedef struct semail_envelope {
+    const char *helo;                 /**< The EHLO/HELO argument. */
+    int esmtp;                        /**< 1 after EHLO, 0 after HELO. */
+    const semail_address *sender;     /**< MAIL FROM (is_null for `<>`). */
+    const semail_address *rcpts;      /**< Accepted recipients, in order. */
+    size_t rcpt_count;                /**< Number of @p rcpts. */
+    size_t declared_size;             /**< SIZE= parameter, 0 when absent. */
+    int body_8bit;                    /**< 1 when BODY=8BITMIME was given. */
+    const char *client_addr;          /**< Client address text given in the options. */
+    const char *txn_id;               /**< A unique id for this transaction (the queue id). */
+} semail_envelope;
+
+/**
+ * Decide on one recipient. Fill @p reply (2xx accepts it, anything else
+ * refuses it; the session sends the reply as is). Return 0, or a negative
+ * ::semail_err when the decision could not be made (the session then
+ * answers 451 4.3.0).
+ */
+typedef int (*semail_rcpt_cb)(semail_reply *reply, const semail_envelope *env,
+                              const semail_address *rcpt, void *payload);
+
+/**
+ * Deliver a complete message. @p data holds the message as received after
+ * dot-unstuffing: lines end in CRLF. Fill @p reply with the answer for the
+ * whole transaction (250 only when the message is durably stored). Return
+ * 0, or a negative code (the session then answers 451 4.3.0).
+ */
+typedef int (*semail_message_cb)(semail_reply *reply, const semail_envelope *env,
+                                 const char *data, size_t len, void *payload);
+
+/** Version of ::semail_session_options known to these headers. */
+#define SEMAIL_SESSION_OPTIONS_VERSION 1
+
+/** Options of a session. Strings are copied by semail_session_new(). */
+typedef struct semail_session_options {
+    unsigned int version;             /**< SEMAIL_SESSION_OPTIONS_VERSION. */
+    const char *hostname;             /**< Our name, in the greeting and EHLO reply. */
+    const char *client_addr;          /**< The client's address, for the envelope and logs. */
+    size_t max_message_size;          /**< 0: no limit is advertised or enforced. */
+    unsigned int max_recipients;      /**< RCPT over this answer 452 4.5.3; 0: 100. */
+    unsigned int max_errors;          /**< Errors before 421 and close; 0: 20. */
+    semail_rcpt_cb rcpt;              /**< Required: recipient decision. */
+    semail_message_cb message;        /**< Required: delivery. */
+    void *payload;                    /**< Passed to the callbacks. */
+} semail_session_options;
+
+/** Static initializer with the version set and everything else default. */
+#define SEMAIL_SESSION_OPTIONS_INIT {SEMAIL_SESSION_OPTIONS_VERSION}
+
+/** Initialize @p opts to defaults. Returns 0 or ::SEMAIL_EINVAL (NULL). */
+SEMAIL_EXTERN int semail_session_options_init(semail_session_options *opts);
+
+/**
+ * Create a session; the `220` greeting is queued as output at once.
+ *
+ * @param[out] out  the new session, to be freed with semail_session_free().
+ * @param opts      options (required: hostname, rcpt, message).
+ * @return 0, ::SEMAIL_EINVAL, ::SEMAIL_ENOMEM. Thread-safe; the session
+ *         itself must be used by one thread at a time.
+ */
+SEMAIL_EXTERN int semail_session_new(semail_session **out, const semail_session_options *opts);
+
+/** Free a session and everything it holds. NULL is accepted. */
+SEMAIL_EXTERN void semail_session_free(semail_session *s);
+
+/**
+ * Feed bytes received from the client. Every complete command line (or
+ * DATA line) is processed at once, callbacks included; replies accumulate
+ * in the output, so a pipelined group of commands gets its replies in one
+ * piece. Incomplete trailing input is kept for the next call.
+ *
+ * @return 0, or ::SEMAIL_ENOMEM. Protocol errors are not failures: they are
+ *         answered in the output.
+ */
+SEMAIL_EXTERN int semail_session_feed(semail_session *s, const char *data, size_t len);
+
+/**
+ * The pending output (replies not yet sent).
+ *
+ * @param[out] len  number of bytes pending.
+ * @return a pointer into the session, valid until the next call on it.
+ */
+SEMAIL_EXTERN const char *semail_session_output(const semail_session *s, size_t *len);
+
+/** Mark @p n bytes of the output as sent. */
+SEMAIL_EXTERN void semail_session_output_consume(semail_session *s, size_t n);
+
+/** The current state. */
+SEMAIL_EXTERN semail_session_state semail_session_state_get(const semail_session *s);
+
+/**
+ * Whether the session is between commands with no partial input: the only
+ * moment at which a server may close it gracefully (e.g. at shutdown).
+ */
+SEMAIL_EXTERN int semail_session_idle(const semail_session *s);
+
+/**
+ * Queue a `421 4.x.x` reply and move to ::SEMAIL_STATE_CLOSED (idle timeout,
+ * shutdown, too many connections). @p text may be NULL for a default text.
+ */
+SEMAIL_EXTERN void semail_session_shutdown(semail_session *s, const char *enhanced,
+                                           const char *text);
+
+/** Statistics of a session, for the log line written at its end. */
+typedef struct semail_session_stats {
+    unsigned int messages;            /**< Messages accepted (2xx after DATA). */
+    unsigned int rejected;            /**< Commands answered 4xx/5xx. */
+    unsigned int commands;            /**< Commands processed. */
+} semail_session_stats;
+
+/** Copy the session's statistics into @p out. */
+SEMAIL_EXTERN void semail_session_stats_get(const semail_session *s, semail_session_stats *out);
+
+SEMAIL_END_DECLS
+
+#endif
