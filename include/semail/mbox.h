@@ -39,14 +39,15 @@ SEMAIL_BEGIN_DECLS
  * @param[out] out  buffer of @p size bytes.
  * @param recipient the recipient as `local@domain`.
  * @param sender    the envelope sender as `local@domain`, or "" for `<>`.
- * @return 0, or ::SEMAIL_ETOOBIG. Thread-safe.
+ * @return 0, ::SEMAIL_ETOOBIG (nothing is truncated; @p out is then ""),
+ *         or ::SEMAIL_EINVAL (NULL @p out or @p recipient, @p size 0). Thread-safe.
  */
 SEMAIL_EXTERN int semail_mbox_folder_name(char *out, size_t size, const char *recipient,
                                           const char *sender);
 
 /** One message to append. Buffers stay owned by the caller. */
 typedef struct semail_mbox_message {
-    const char *sender;        /**< Envelope sender for the `From ` line; NULL or "" gives MAILER-DAEMON. */
+    const char *sender;        /**< Envelope sender for the `From ` line; NULL or "" gives MAILER-DAEMON; each byte <= 0x20 or 0x7f in it is written `_` (readers split that line on spaces). */
     time_t date;               /**< Arrival time for the `From ` line; 0: now. */
     const char *prepend;       /**< Headers to put first (Return-Path:, Received:), LF or CRLF lines; may be NULL. */
     size_t prepend_len;        /**< Length of @p prepend. */
