@@ -15,7 +15,7 @@
 static _Thread_local int last_code;
 static _Thread_local char last_msg[ERROR_MSG_MAX];
 
-static void record(int code, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void record(int code, const char *fmt, va_list ap)
 {
     last_code = code;
     if (vsnprintf(last_msg, sizeof(last_msg), fmt, ap) < 0)

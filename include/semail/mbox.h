@@ -69,7 +69,8 @@ typedef struct semail_mbox_options {
 } semail_mbox_options;
 
 /** Static initializer: defaults, and keep owner and group. */
-#define SEMAIL_MBOX_OPTIONS_INIT {SEMAIL_MBOX_OPTIONS_VERSION, 0, 0, 0, (uid_t)-1, (gid_t)-1}
+#define SEMAIL_MBOX_OPTIONS_INIT                                                                   \
+    {.version = SEMAIL_MBOX_OPTIONS_VERSION, .uid = (uid_t)-1, .gid = (gid_t)-1}
 
 /** Initialize @p opts to the defaults. Returns 0 or ::SEMAIL_EINVAL. */
 SEMAIL_EXTERN int semail_mbox_options_init(semail_mbox_options *opts);

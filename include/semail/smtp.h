@@ -13,7 +13,7 @@
  *   semail_session_new(&s, &opts);            // greeting is now pending output
  *   for (;;) {
  *       send(fd, semail_session_output(s, &len), len); semail_session_output_consume(s, len);
- *       if (semail_session_state(s) == SEMAIL_STATE_CLOSED) break;
+ *       if (semail_session_state_get(s) == SEMAIL_STATE_CLOSED) break;
  *       n = recv(fd, buf, sizeof buf);
  *       semail_session_feed(s, buf, n);      // calls opts.rcpt / opts.message
  *   }
@@ -159,7 +159,8 @@ typedef struct semail_session_options {
     unsigned int version;             /**< SEMAIL_SESSION_OPTIONS_VERSION. */
     const char *hostname;             /**< Our name, in the greeting and EHLO reply. */
     const char *client_addr;          /**< The client's address, for the envelope and logs. */
-    size_t max_message_size;          /**< 0: no limit is advertised or enforced. */
+    size_t max_message_size;          /**< 0: no limit is advertised ("SIZE"); a session
+                                           still never holds more than 64 MiB of message. */
     unsigned int max_recipients;      /**< RCPT over this answer 452 4.5.3; 0: 100. */
     unsigned int max_errors;          /**< Errors before 421 and close; 0: 20. */
     semail_rcpt_cb rcpt;              /**< Required: recipient decision. */
@@ -168,7 +169,7 @@ typedef struct semail_session_options {
 } semail_session_options;
 
 /** Static initializer with the version set and everything else default. */
-#define SEMAIL_SESSION_OPTIONS_INIT {SEMAIL_SESSION_OPTIONS_VERSION}
+#define SEMAIL_SESSION_OPTIONS_INIT {.version = SEMAIL_SESSION_OPTIONS_VERSION}
 
 /** Initialize @p opts to defaults. Returns 0 or ::SEMAIL_EINVAL (NULL). */
 SEMAIL_EXTERN int semail_session_options_init(semail_session_options *opts);
@@ -192,8 +193,14 @@ SEMAIL_EXTERN void semail_session_free(semail_session *s);
  * in the output, so a pipelined group of commands gets its replies in one
  * piece. Incomplete trailing input is kept for the next call.
  *
- * @return 0, or ::SEMAIL_ENOMEM. Protocol errors are not failures: they are
- *         answered in the output.
+ * Flow control: once the pending output passes 64 KiB (a client pipelining
+ * without reading the replies), processing pauses and the input is kept;
+ * semail_session_output_consume() resumes it. Over 256 KiB of input kept
+ * that way, the session answers `421 4.7.0` and closes. Feeding NULL, 0 is
+ * allowed and also resumes processing.
+ *
+ * @return 0, ::SEMAIL_EINVAL (NULL data with a length) or ::SEMAIL_ENOMEM.
+ *         Protocol errors are not failures: they are answered in the output.
  */
 SEMAIL_EXTERN int semail_session_feed(semail_session *s, const char *data, size_t len);
 
@@ -205,7 +212,11 @@ SEMAIL_EXTERN int semail_session_feed(semail_session *s, const char *data, size_
  */
 SEMAIL_EXTERN const char *semail_session_output(const semail_session *s, size_t *len);
 
-/** Mark @p n bytes of the output as sent. */
+/**
+ * Mark @p n bytes of the output as sent. When processing had paused on a
+ * full output, it resumes here: the callbacks may be called from this
+ * function and more output may be queued.
+ */
 SEMAIL_EXTERN void semail_session_output_consume(semail_session *s, size_t n);
 
 /** The current state. */
