@@ -11,6 +11,15 @@
  *
  * Binding and running are separate so that a daemon binds privileged ports
  * as root, drops privileges with semail_privileges_drop(), then runs.
+ *
+ * Log lines (through ::semail_server_options.log):
+ * - `session client=[IP]:PORT helo=NAME commands=N messages=N rejected=N
+ *   duration_ms=N end=END` when a connection ends; END is `quit`, `eof`,
+ *   `timeout`, `shutdown`, `limit` (the session closed itself with 421) or
+ *   `error`; NAME is `-` until a callback has seen the EHLO/HELO name;
+ * - `refused client=[IP]:PORT reason=max_connections|max_per_client|...`;
+ * - at a stop: `stopping: N session(s) in progress, grace N ms`, then
+ *   `grace time over: closing N session(s)` when some were still open.
  */
 #ifndef SEMAIL_SERVER_H
 #define SEMAIL_SERVER_H
@@ -45,16 +54,22 @@ typedef struct semail_server_options {
     unsigned int grace_ms;            /**< At stop, time for sessions to finish; 0: 10000. */
     size_t thread_stack;              /**< Stack of a session thread; 0: 128 KiB. */
     const char *name;                 /**< Program name for log lines, e.g. "semail-inbound". */
-    semail_session_options session;   /**< Template for each session (client_addr is set per connection). */
+    /** Template for each session. Its client_addr is replaced, per connection, by the
+     *  client's numeric IP address without brackets or port ("192.0.2.1", "2001:db8::1";
+     *  an IPv4-mapped IPv6 address is written as IPv4); its callbacks are called from the
+     *  connection's thread (with the small @p thread_stack). */
+    semail_session_options session;
     semail_log_cb log;                /**< Log sink; NULL: a line on stderr. */
     void *log_payload;                /**< Passed to @p log. */
 } semail_server_options;
 
-/** Static initializer: version fields set, everything else default. */
+/**
+ * Static initializer: version fields set, everything else default.
+ * Designated, so that `-Wextra` (missing-field-initializers) stays quiet.
+ */
 #define SEMAIL_SERVER_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        SEMAIL_SERVER_OPTIONS_VERSION, NULL, 0, 0, 0, 0, 0, 0, 0, NULL,                            \
-            SEMAIL_SESSION_OPTIONS_INIT, NULL, NULL                                                \
+        .version = SEMAIL_SERVER_OPTIONS_VERSION, .session = SEMAIL_SESSION_OPTIONS_INIT           \
     }
 
 /** Initialize @p opts to the defaults. Returns 0 or ::SEMAIL_EINVAL. */
@@ -81,10 +96,15 @@ SEMAIL_EXTERN int semail_server_listen(semail_server *srv);
 SEMAIL_EXTERN int semail_server_port(const semail_server *srv, size_t i);
 
 /**
- * Accept and serve connections until semail_server_stop(); then wait for
- * the sessions in progress (at most the grace time, after which they are
- * closed with 421) and return.
- * @return 0, or ::SEMAIL_EIO when accepting fails for good.
+ * Accept and serve connections until semail_server_stop(); then close the
+ * listeners, close the sessions that have no transaction open (`421
+ * 4.3.2`), let the others finish for at most the grace time (after which
+ * they are closed with `421 4.3.2` too), and return once every session
+ * thread has ended, so that the server may be freed. Call it once.
+ * Descriptor exhaustion (EMFILE, ENFILE) pauses accepting for 100 ms at a
+ * time instead of failing.
+ * @return 0, or ::SEMAIL_EIO when accepting fails for good (the sessions
+ *         are still waited for).
  */
 SEMAIL_EXTERN int semail_server_run(semail_server *srv);
 
@@ -98,8 +118,12 @@ SEMAIL_EXTERN void semail_server_free(semail_server *srv);
 
 /**
  * Switch the process to @p user (its uid, gid and supplementary groups)
- * when running as root; nothing when @p user is NULL or "".
- * @return 0; ::SEMAIL_ENOTFOUND (no such user), ::SEMAIL_EPERM.
+ * when running as root, and check that root cannot be regained; nothing
+ * when @p user is NULL or "". Not running as root, succeeds only when the
+ * process already runs as @p user. It changes every thread of the process
+ * (glibc applies set*id calls to all threads).
+ * @return 0; ::SEMAIL_ENOTFOUND (no such user), ::SEMAIL_EPERM (not root,
+ *         or a set*id call failed), ::SEMAIL_EIO (the user database failed).
  */
 SEMAIL_EXTERN int semail_privileges_drop(const char *user);
 
