@@ -612,7 +612,7 @@ static int resolve(semail_config *cfg)
         }
     }
     {
-        uint64_t lo, hi;
+        uint64_t lo = 0, hi = 0;
         int k = find_key("global", "uid_range");
         (void)parse_range(cfg->values[k], &lo, &hi);
         if (lo == 0)
@@ -629,7 +629,7 @@ static int resolve(semail_config *cfg)
         }
     }
     {
-        uint64_t all, per;
+        uint64_t all = 0, per = 0;
         int a = find_key("inbound", "max_connections"),
             p = find_key("inbound", "max_connections_per_client");
         (void)parse_u64(cfg->values[a], strlen(cfg->values[a]), &all);
