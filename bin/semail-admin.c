@@ -21,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -278,10 +280,65 @@ static int fsync_dir(int fd)
     return fsync(fd) < 0 && errno != EINVAL ? -1 : 0;
 }
 
-/* Make mail_root/LOGIN 0700, owned by the box's uid when running as root. */
+/*
+ * The group of the daemons' [global] user: the mail directory belongs to the
+ * box's uid and to this group, so that semail-inbound, once it has dropped
+ * to that user, can still take dot-locks and append. (gid_t)-1 when the
+ * daemons stay root (user empty) or the user does not exist here yet.
+ */
+static gid_t daemon_gid(const struct ctx *c)
+{
+    const char *name = semail_config_get(c->cfg, "global", "user");
+    struct passwd pw, *res = NULL;
+    char buf[4096];
+
+    if (name == NULL || *name == '\0' || getpwnam_r(name, &pw, buf, sizeof(buf), &res) != 0 ||
+        res == NULL)
+        return (gid_t)-1;
+    return pw.pw_gid;
+}
+
+/* One entry of the Linux POSIX ACL xattr (little-endian, as the kernel wants). */
+static void acl_entry(unsigned char *p, unsigned tag, unsigned perm, uint32_t id)
+{
+    p[0] = (unsigned char)tag;
+    p[1] = (unsigned char)(tag >> 8);
+    p[2] = (unsigned char)perm;
+    p[3] = (unsigned char)(perm >> 8);
+    for (int i = 0; i < 4; i++)
+        p[4 + i] = (unsigned char)(id >> (8 * i));
+}
+
+/*
+ * A default ACL that gives the box's uid read and write on every file the
+ * daemon creates in its directory: mbox files made by the `semail` user then
+ * stay readable by the person (mutt, Dovecot in their container).
+ */
+static int set_default_acl(int fd, uid_t uid)
+{
+    enum { USER_OBJ = 0x01, USER = 0x02, GROUP_OBJ = 0x04, MASK = 0x10, OTHER = 0x20 };
+    const uint32_t undef = 0xffffffffu;
+    unsigned char acl[4 + 5 * 8] = {2, 0, 0, 0}; /* POSIX_ACL_XATTR_VERSION */
+
+    acl_entry(acl + 4, USER_OBJ, 7, undef);
+    acl_entry(acl + 12, USER, 7, (uint32_t)uid);
+    acl_entry(acl + 20, GROUP_OBJ, 7, undef);
+    acl_entry(acl + 28, MASK, 7, undef);
+    acl_entry(acl + 36, OTHER, 0, undef);
+    return fsetxattr(fd, "system.posix_acl_default", acl, sizeof(acl), 0);
+}
+
+/*
+ * Make mail_root/LOGIN. Daemons that stay root: 0700, owned by the box's
+ * uid. Daemons that drop to [global] user: 2770, owned by the box's uid and
+ * the daemon's group (inherited by new files), plus a default ACL for the
+ * box's uid. See docs/decisions.md, "Who owns the mail".
+ */
 static int make_mail_dir(const struct ctx *c, const semail_user *u, int resume)
 {
     int root, fd, rc = 0;
+    gid_t dgid = daemon_gid(c);
+    mode_t mode = dgid == (gid_t)-1 ? 0700 : 02770;
 
     if ((root = open_root(c)) < 0)
         return 1;
@@ -294,8 +351,12 @@ static int make_mail_dir(const struct ctx *c, const semail_user *u, int resume)
         rc = fail("open %s/%s: %s", c->mail_root, u->login, strerror(errno));
         goto done;
     }
-    if (fchmod(fd, 0700) < 0 || (geteuid() == 0 && fchown(fd, u->uid, u->gid) < 0))
-        rc = fail("chmod/chown %s/%s: %s", c->mail_root, u->login, strerror(errno));
+    if (geteuid() == 0 && fchown(fd, u->uid, dgid == (gid_t)-1 ? u->gid : dgid) < 0)
+        rc = fail("chown %s/%s: %s", c->mail_root, u->login, strerror(errno));
+    else if (fchmod(fd, mode) < 0)
+        rc = fail("chmod %s/%s: %s", c->mail_root, u->login, strerror(errno));
+    else if (dgid != (gid_t)-1 && set_default_acl(fd, u->uid) < 0 && errno != ENOTSUP)
+        rc = fail("default ACL on %s/%s: %s", c->mail_root, u->login, strerror(errno));
     close(fd);
     if (rc == 0 && fsync_dir(root) < 0)
         rc = fail("fsync %s: %s", c->mail_root, strerror(errno));

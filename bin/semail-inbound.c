@@ -304,10 +304,15 @@ static int build_prepend(delivery *d, box *b)
 
 /* Create a missing mbox as the box's owner. One transaction holds the
  * appends of several boxes but has one owner option, so files are made
- * here with the right owner; the append itself never creates them then. */
+ * here with the right owner; the append itself never creates them then.
+ * The new entry is made durable here, since the append will find the file
+ * existing and fsync only its data. A rolled-back delivery leaves the
+ * empty file behind: an empty mbox is a valid, empty folder. */
 static void precreate(const char *path, const semail_user *u)
 {
-    int fd;
+    int fd, dfd;
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
 
     if (geteuid() != 0)
         return;
@@ -317,6 +322,15 @@ static void precreate(const char *path, const semail_user *u)
     if (fchown(fd, u->uid, u->gid) < 0)
         logf_("chown %s: %s", path, strerror(errno));
     close(fd);
+    if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
+        return;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        if (fsync(dfd) < 0 && errno != EINVAL)
+            logf_("fsync %s: %s", dir, strerror(errno));
+        close(dfd);
+    }
 }
 
 static int join_path(char *out, size_t size, const char *a, const char *b, const char *c)
@@ -356,7 +370,14 @@ static int deliver(delivery *d, const char *data, size_t len)
     size_t i;
     int err;
 
-    if ((err = semail_mbox_txn_new(&txn, NULL)) < 0)
+    semail_mbox_options mopts;
+
+    /* Not root ([global] user set): new mboxes are group-readable and
+     * -writable, the mail directory's group and default ACL do the rest. */
+    semail_mbox_options_init(&mopts);
+    if (geteuid() != 0)
+        mopts.file_mode = 0660;
+    if ((err = semail_mbox_txn_new(&txn, &mopts)) < 0)
         return err;
     for (i = 0; i < d->nbox && err == 0; i++) {
         if (build_prepend(d, &d->boxes[i]) < 0) {
@@ -602,6 +623,8 @@ int main(int argc, char **argv)
     sigaddset(&a.sc.set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &a.sc.set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Past RLIMIT_FSIZE a write must fail with EFBIG (a 4xx), not kill us. */
+    signal(SIGXFSZ, SIG_IGN);
 
     prog_parse_common(&pc, argc, argv, usage);
     if (pc.argi < argc) {
