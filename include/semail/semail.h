@@ -20,6 +20,10 @@
 #include "semail/smtp.h"
 #include "semail/mbox.h"
 #include "semail/registry.h"
+#include "semail/mx.h"
 #include "semail/server.h"
+#include "semail/queue.h"
+#include "semail/dsn.h"
+#include "semail/client.h"
 
 #endif
