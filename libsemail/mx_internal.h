@@ -32,6 +32,17 @@ SEMAIL_HIDDEN int semail__resolver_query(semail_resolver *r, const semail_dns_na
 SEMAIL_HIDDEN void semail__dns_answer_free(semail_dns_answer *a);
 
 /*
+ * One exchange over TCP (RFC 7766): connect to SA, send MSG with its
+ * two-byte length, read one answer into *OUT (malloc'd, *OUT_LEN bytes),
+ * all within TIMEOUT_MS. Nothing is checked in the answer. SEMAIL_ETEMP
+ * ("DNS server WHO over TCP: why") on any network failure or timeout;
+ * SEMAIL_ETOOBIG, SEMAIL_ENOMEM. Also used for dynamic updates.
+ */
+SEMAIL_HIDDEN int semail__dns_tcp_exchange(const struct sockaddr *sa, socklen_t salen,
+                                           const char *who, const uint8_t *msg, size_t len,
+                                           unsigned int timeout_ms, uint8_t **out, size_t *out_len);
+
+/*
  * Parse an IP address with an optional port: "1.2.3.4", "1.2.3.4:53",
  * "::1" (no port then), "[::1]", "[::1]:53". *HAS_PORT says whether a port
  * was written; the port of *SS is DEFAULT_PORT otherwise.

@@ -271,21 +271,24 @@ static int stream_io(int fd, void *buf, size_t n, bool writing, int64_t deadline
     return 0;
 }
 
-static int tcp_exchange(query_ctx *q, semail_dns_answer *out)
+int semail__dns_tcp_exchange(const struct sockaddr *sa, socklen_t salen, const char *who,
+                             const uint8_t *msg, size_t len, unsigned int timeout_ms, uint8_t **out,
+                             size_t *out_len)
 {
-    const semail_resolver *r = q->r;
-    int64_t deadline = now_ms() + r->timeout_ms;
+    int64_t deadline = now_ms() + timeout_ms;
     uint8_t lenbuf[2];
     uint8_t *data = NULL;
     size_t alen;
     int fd, rc, err = 0;
     socklen_t sl = sizeof(err);
-    semail_dns_msg m;
 
-    fd = socket(r->server[q->server].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    *out = NULL;
+    if (len > 65535)
+        return semail__err(SEMAIL_ETOOBIG, "DNS message over 65535 bytes");
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return semail__errno(SEMAIL_ETEMP, errno, "DNS over TCP: socket");
-    rc = connect(fd, (const struct sockaddr *)&r->server[q->server], r->server_len[q->server]);
+    rc = connect(fd, sa, salen);
     if (rc < 0 && errno != EINPROGRESS) {
         rc = -errno;
         goto done;
@@ -298,10 +301,10 @@ static int tcp_exchange(query_ctx *q, semail_dns_answer *out)
         rc = err ? -err : -errno;
         goto done;
     }
-    lenbuf[0] = (uint8_t)(q->qlen >> 8);
-    lenbuf[1] = (uint8_t)q->qlen;
+    lenbuf[0] = (uint8_t)(len >> 8);
+    lenbuf[1] = (uint8_t)len;
     if ((rc = stream_io(fd, lenbuf, 2, true, deadline)) < 0 ||
-        (rc = stream_io(fd, q->query, q->qlen, true, deadline)) < 0 ||
+        (rc = stream_io(fd, (void *)msg, len, true, deadline)) < 0 ||
         (rc = stream_io(fd, lenbuf, 2, false, deadline)) < 0)
         goto done;
     alen = ((size_t)lenbuf[0] << 8) | lenbuf[1];
@@ -312,7 +315,28 @@ static int tcp_exchange(query_ctx *q, semail_dns_answer *out)
     if ((rc = stream_io(fd, data, alen, false, deadline)) < 0)
         goto done;
     close(fd);
-    fd = -1;
+    *out = data;
+    *out_len = alen;
+    return 0;
+done:
+    free(data);
+    if (fd >= 0)
+        close(fd);
+    return semail__errno(SEMAIL_ETEMP, -rc, "DNS server %s over TCP", who);
+}
+
+static int tcp_exchange(query_ctx *q, semail_dns_answer *out)
+{
+    const semail_resolver *r = q->r;
+    uint8_t *data = NULL;
+    size_t alen = 0;
+    int err;
+    semail_dns_msg m;
+
+    if ((err = semail__dns_tcp_exchange((const struct sockaddr *)&r->server[q->server],
+                                        r->server_len[q->server], r->server_text[q->server],
+                                        q->query, q->qlen, r->timeout_ms, &data, &alen)) < 0)
+        return err;
     if (semail__dns_msg_parse(&m, data, alen, true) < 0 ||
         !answer_matches(&m, q->id, q->qname, q->qtype)) {
         free(data);
@@ -320,11 +344,6 @@ static int tcp_exchange(query_ctx *q, semail_dns_answer *out)
                            r->server_text[q->server]);
     }
     return accept_answer(q, data, alen, out);
-done:
-    free(data);
-    if (fd >= 0)
-        close(fd);
-    return semail__errno(SEMAIL_ETEMP, -rc, "DNS server %s over TCP", r->server_text[q->server]);
 }
 
 /* Receive until a matching answer or the deadline; 1: truncated, go to TCP. */
