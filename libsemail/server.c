@@ -8,7 +8,9 @@
  * the listeners, lets the sessions finish for at most grace_ms, tells the
  * remaining ones to close, and returns only when every session thread has
  * given its slot back: the server can then be freed. A connection over a
- * cap gets one `421 4.7.0` line and is closed without a thread.
+ * cap gets one `421 4.7.0` line (none on a TLS listener: a TLS client
+ * cannot read it) and is closed without a thread. The TLS context is built
+ * in semail_server_new(), before any privilege drop, from the files named.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +33,8 @@
 #define DEFAULT_GRACE_MS        10000
 #define DEFAULT_THREAD_STACK    (128 * 1024)
 #define MIN_THREAD_STACK        (32 * 1024)
+/* A TLS handshake needs more stack than a plain session. */
+#define MIN_TLS_THREAD_STACK (64 * 1024)
 /* Out of descriptors: stop accepting this long, so that the loop does not spin. */
 #define ACCEPT_BACKOFF_MS 100
 #define SHORTAGE_LOG_S    10
@@ -140,14 +144,29 @@ static int make_pipe(int *rd, int *wr)
     return 0;
 }
 
-static int check_options(const semail_server_options *opts)
+static int check_addresses(const char *const *list, size_t n, const char *what)
 {
     size_t i;
     int err;
 
+    if (n > 0 && list == NULL)
+        return semail__err(SEMAIL_EINVAL, "%s: NULL list", what);
+    for (i = 0; i < n; i++) {
+        if (list[i] == NULL)
+            return semail__err(SEMAIL_EINVAL, "%s address %zu is NULL", what, i);
+        if ((err = check_address(list[i])) < 0)
+            return err;
+    }
+    return 0;
+}
+
+static int check_options(const semail_server_options *opts)
+{
+    int err;
+
     if (opts == NULL || opts->version != SEMAIL_SERVER_OPTIONS_VERSION)
         return semail__err(SEMAIL_EINVAL, "server options missing or of an unknown version");
-    if (opts->listen == NULL || opts->listen_count == 0)
+    if (opts->listen_count + opts->tls_listen_count == 0)
         return semail__err(SEMAIL_EINVAL, "no listen address");
     if (opts->session.version != SEMAIL_SESSION_OPTIONS_VERSION)
         return semail__err(SEMAIL_EINVAL, "session options of an unknown version");
@@ -155,12 +174,11 @@ static int check_options(const semail_server_options *opts)
         return semail__err(SEMAIL_EINVAL, "the session needs a rcpt and a message callback");
     if (opts->session.hostname == NULL || opts->session.hostname[0] == '\0')
         return semail__err(SEMAIL_EINVAL, "the session needs a hostname");
-    for (i = 0; i < opts->listen_count; i++) {
-        if (opts->listen[i] == NULL)
-            return semail__err(SEMAIL_EINVAL, "listen address %zu is NULL", i);
-        if ((err = check_address(opts->listen[i])) < 0)
-            return err;
-    }
+    if ((err = check_addresses(opts->listen, opts->listen_count, "listen")) < 0 ||
+        (err = check_addresses(opts->tls_listen, opts->tls_listen_count, "TLS listen")) < 0)
+        return err;
+    if (opts->auth_plaintext && opts->session.auth == NULL)
+        return semail__err(SEMAIL_EINVAL, "auth_plaintext without an auth callback");
     return 0;
 }
 
@@ -180,6 +198,8 @@ static void apply_defaults(semail_server_options *o)
         o->thread_stack = DEFAULT_THREAD_STACK;
     if (o->thread_stack < MIN_THREAD_STACK)
         o->thread_stack = MIN_THREAD_STACK;
+    if (o->tls_listen_count > 0 && o->thread_stack < MIN_TLS_THREAD_STACK)
+        o->thread_stack = MIN_TLS_THREAD_STACK;
 }
 
 static int init_sync(semail_server *srv)
@@ -200,24 +220,32 @@ static int init_sync(semail_server *srv)
     return 0;
 }
 
+/* The listeners: the plain ones, then the TLS ones (semail_server_port()'s order). */
 static int copy_strings(semail_server *srv, const semail_server_options *opts)
 {
-    size_t i;
+    size_t i, n = opts->listen_count + opts->tls_listen_count;
 
     srv->name = semail__strdup(opts->name ? opts->name : "semail");
     srv->hostname = semail__strdup(opts->session.hostname);
-    srv->listen_copy = calloc(opts->listen_count, sizeof(char *));
-    srv->ls = calloc(opts->listen_count, sizeof(server_listener));
+    srv->listen_copy = calloc(n, sizeof(char *));
+    srv->ls = calloc(n, sizeof(server_listener));
     if (!srv->name || !srv->hostname || !srv->listen_copy || !srv->ls)
         return semail__err(SEMAIL_ENOMEM, "out of memory");
-    srv->nls = opts->listen_count;
-    for (i = 0; i < srv->nls; i++) {
+    srv->nls = n;
+    for (i = 0; i < n; i++) {
+        int tls = i >= opts->listen_count;
+        const char *text = tls ? opts->tls_listen[i - opts->listen_count] : opts->listen[i];
         srv->ls[i].fd = -1;
-        if ((srv->listen_copy[i] = semail__strdup(opts->listen[i])) == NULL)
+        srv->ls[i].tls = tls;
+        if ((srv->listen_copy[i] = semail__strdup(text)) == NULL)
             return semail__err(SEMAIL_ENOMEM, "out of memory");
         srv->ls[i].text = srv->listen_copy[i];
     }
     srv->opts.listen = (const char *const *)srv->listen_copy;
+    srv->opts.tls_listen = (const char *const *)srv->listen_copy + opts->listen_count;
+    /* Read once, into the TLS context: not kept. */
+    srv->opts.tls_cert = NULL;
+    srv->opts.tls_key = NULL;
     srv->opts.name = srv->name;
     srv->opts.session.hostname = srv->hostname;
     srv->opts.session.client_addr = NULL;
@@ -244,6 +272,8 @@ int semail_server_new(semail_server **out, const semail_server_options *opts)
         return err;
     }
     if ((err = copy_strings(srv, opts)) < 0 ||
+        (opts->tls_listen_count > 0 &&
+         (err = server_tls_ctx_new(&srv->tls_ctx, opts->tls_cert, opts->tls_key)) < 0) ||
         (err = make_pipe(&srv->stop_rd, &srv->stop_wr)) < 0 ||
         (err = make_pipe(&srv->force_rd, &srv->force_wr)) < 0) {
         semail_server_free(srv);
@@ -284,6 +314,7 @@ void semail_server_free(semail_server *srv)
     close_fd(&srv->force_wr);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
+    server_tls_ctx_free(srv->tls_ctx);
     free(srv->listen_copy);
     free(srv->ls);
     free(srv->name);
@@ -444,12 +475,13 @@ static void describe_peer(server_conn *c, const struct sockaddr_storage *ss)
     snprintf(c->peer, sizeof(c->peer), "[%s]:%u", c->ip, port);
 }
 
-/* Answer a connection we will not serve with one line, without blocking. */
-static void refuse(semail_server *srv, int fd, const char *enhanced, const char *text)
+/* Answer a connection we will not serve with one line, without blocking. A
+ * TLS client would take the line for a broken handshake: it is just closed. */
+static void refuse(semail_server *srv, int fd, int tls, const char *enhanced, const char *text)
 {
     char line[SEMAIL_REPLY_MAX];
     int n = snprintf(line, sizeof(line), "421 %s %s %s\r\n", enhanced, srv->hostname, text);
-    if (n > 0 && (size_t)n < sizeof(line))
+    if (!tls && n > 0 && (size_t)n < sizeof(line))
         (void)!send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
     close(fd);
 }
@@ -471,7 +503,7 @@ static int start_thread(semail_server *srv, server_conn *c)
     return r;
 }
 
-static void serve(semail_server *srv, int fd, const struct sockaddr_storage *ss)
+static void serve(semail_server *srv, int fd, int tls, const struct sockaddr_storage *ss)
 {
     server_conn *c = calloc(1, sizeof(*c));
     const char *why;
@@ -479,15 +511,16 @@ static void serve(semail_server *srv, int fd, const struct sockaddr_storage *ss)
 
     if (c == NULL) {
         server_log(srv, "refused client=? reason=out of memory");
-        refuse(srv, fd, "4.3.0", "Temporary server error, try again later");
+        refuse(srv, fd, tls, "4.3.0", "Temporary server error, try again later");
         return;
     }
     c->srv = srv;
     c->fd = fd;
+    c->tls = tls;
     describe_peer(c, ss);
     if ((why = conn_admit(srv, c->key)) != NULL) {
         server_log(srv, "refused client=%s reason=%s", c->peer, why);
-        refuse(srv, fd, "4.7.0", "Too many connections, try again later");
+        refuse(srv, fd, tls, "4.7.0", "Too many connections, try again later");
         free(c);
         return;
     }
@@ -495,7 +528,7 @@ static void serve(semail_server *srv, int fd, const struct sockaddr_storage *ss)
     if ((r = start_thread(srv, c)) != 0) {
         server_log(srv, "refused client=%s reason=cannot start a thread: %s", c->peer, strerror(r));
         server_conn_release(srv, c->key);
-        refuse(srv, fd, "4.3.0", "Temporary server error, try again later");
+        refuse(srv, fd, tls, "4.3.0", "Temporary server error, try again later");
         free(c);
     }
 }
@@ -525,7 +558,7 @@ static int accept_one(semail_server *srv, server_listener *l)
     int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
     if (fd >= 0) {
-        serve(srv, fd, &ss);
+        serve(srv, fd, l->tls, &ss);
         return 0;
     }
     switch (errno) {

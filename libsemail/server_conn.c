@@ -1,14 +1,19 @@
 /*
  * server_conn.c - one connection, in a thread of its own: drive a
- * semail_session with the socket, the RFC 5321 timeouts and the stop.
+ * semail_session with the socket (plain, or TLS from the first byte), the
+ * RFC 5321 timeouts and the stop.
  *
  * Contract: the socket is non-blocking and every wait is a poll() that also
  * watches the server's wake-up pipes, so that no client (one that never
- * sends, one that never reads) can keep the thread beyond a timeout or the
- * end of the grace time. At a stop, an idle session is closed with
- * `421 4.3.2` at once; one mid-transaction continues until it is idle or the
- * grace time is over. The thread writes one log line when the session ends
- * and gives its slot back last.
+ * sends, one that never reads, one that never finishes its TLS handshake)
+ * can keep the thread beyond a timeout or the end of the grace time. A TLS
+ * handshake has the command timeout in all; reads and writes go through
+ * conn_recv()/conn_send(), which say what they wait for (a TLS read may
+ * need the socket writable and the reverse), and data already inside the
+ * SSL object is read without waiting. At a stop, an idle session is closed
+ * with `421 4.3.2` at once; one mid-transaction continues until it is idle
+ * or the grace time is over. The thread writes one log line when the
+ * session ends and gives its slot back last.
  */
 #include <errno.h>
 #include <poll.h>
@@ -38,6 +43,9 @@ enum wake { WAKE_READY = 0, WAKE_TIMEOUT, WAKE_STOP, WAKE_FORCE, WAKE_ERROR };
 #define END_SHUTDOWN "shutdown"
 #define END_ERROR    "error"
 #define END_LIMIT    "limit"
+#define END_TLS      "tls"
+/* Longest user name written in a log line. */
+#define LOG_USER_MAX 64
 
 /* Wait for EVENTS on the socket, the stop pipe (when WATCH_STOP) and the
  * force pipe (when WATCH_FORCE), at most TIMEOUT_MS. */
@@ -68,6 +76,86 @@ static enum wake wait_for(const server_conn *c, short events, unsigned int timeo
         return WAKE_READY; /* errors and hang-ups surface in recv/send */
     return WAKE_STOP;
 }
+
+/* ---- I/O: plain or TLS ------------------------------------------------------ */
+
+static ssize_t conn_recv(server_conn *c, char *buf, size_t n)
+{
+    ssize_t r;
+
+    if (c->ssl != NULL)
+        return server_tls_read(c, buf, n);
+    do
+        r = recv(c->fd, buf, n, 0);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0)
+        return r; /* 0 is SERVER_IO_EOF */
+    return (errno == EAGAIN || errno == EWOULDBLOCK) ? SERVER_IO_WANT_READ : SERVER_IO_ERROR;
+}
+
+static ssize_t conn_send(server_conn *c, const char *p, size_t n)
+{
+    ssize_t w;
+
+    if (c->ssl != NULL)
+        return server_tls_write(c, p, n);
+    do
+        w = send(c->fd, p, n, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w > 0)
+        return w;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return SERVER_IO_WANT_WRITE;
+    return SERVER_IO_ERROR;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)(now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* The TLS handshake, within the command timeout. Returns NULL when done,
+ * or an end reason. A stop ends it at once: there is no session to finish. */
+static const char *tls_handshake(server_conn *c)
+{
+    unsigned int limit = c->srv->opts.timeout_ms;
+    struct timespec t0;
+    char why[256];
+    long spent;
+    int r;
+
+    if (server_tls_start(c, c->srv->tls_ctx) < 0) {
+        server_log(c->srv, "session client=%s: %s", c->peer, semail_error_last());
+        return END_ERROR;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while ((r = server_tls_handshake(c, why, sizeof(why))) != 0) {
+        if (r == SERVER_IO_ERROR) {
+            server_log(c->srv, "tls client=%s: handshake failed: %s", c->peer, why);
+            return END_TLS;
+        }
+        if ((spent = ms_since(&t0)) >= (long)limit)
+            return END_TIMEOUT;
+        switch (wait_for(c, r == SERVER_IO_WANT_READ ? POLLIN : POLLOUT,
+                         (unsigned int)(limit - (unsigned long)spent), 1, 1)) {
+        case WAKE_READY:
+            break;
+        case WAKE_TIMEOUT:
+            return END_TIMEOUT;
+        case WAKE_STOP:
+        case WAKE_FORCE:
+            return END_SHUTDOWN;
+        case WAKE_ERROR:
+            return END_ERROR;
+        }
+    }
+    return NULL;
+}
+
+/* ---- the session ----------------------------------------------------------- */
 
 /* The session closed itself: QUIT (221) or a limit (421). */
 static const char *closed_reason(const semail_session *s)
@@ -102,18 +190,16 @@ static enum wake flush_output(server_conn *c, semail_session *s, unsigned int ti
 
         if (len == 0)
             return WAKE_READY;
-        w = send(c->fd, out, len, MSG_NOSIGNAL);
+        w = conn_send(c, out, len);
         if (w > 0) {
             semail_session_output_consume(s, (size_t)w);
             note_closed(c, s);
             continue;
         }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+        if (w != SERVER_IO_WANT_READ && w != SERVER_IO_WANT_WRITE)
             return WAKE_ERROR;
         /* A client that does not read gets the command timeout, no more. */
-        wk = wait_for(c, POLLOUT, timeout_ms, 0, watch_force);
+        wk = wait_for(c, w == SERVER_IO_WANT_READ ? POLLIN : POLLOUT, timeout_ms, 0, watch_force);
         if (wk != WAKE_READY)
             return wk;
     }
@@ -146,12 +232,15 @@ static unsigned int input_timeout(const server_conn *c, const semail_session *s)
 /* Read once and feed the session. Returns NULL to go on, or an end reason. */
 static const char *read_and_feed(server_conn *c, semail_session *s, char *buf)
 {
-    ssize_t n = recv(c->fd, buf, READ_BUF_SIZE, 0);
+    ssize_t n = conn_recv(c, buf, READ_BUF_SIZE);
 
-    if (n == 0)
+    c->rd_wait = n == SERVER_IO_WANT_WRITE ? POLLOUT : POLLIN;
+    if (n == SERVER_IO_EOF)
         return END_EOF;
+    if (n == SERVER_IO_WANT_READ || n == SERVER_IO_WANT_WRITE)
+        return NULL;
     if (n < 0)
-        return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? NULL : END_ERROR;
+        return END_ERROR;
     if (semail_session_feed(s, buf, (size_t)n) < 0) {
         server_log(c->srv, "session client=%s: %s", c->peer, semail_error_last());
         return close_with(c, s, "4.3.0", "Internal error, closing connection", END_ERROR);
@@ -162,7 +251,7 @@ static const char *read_and_feed(server_conn *c, semail_session *s, char *buf)
 
 static const char *conn_loop(server_conn *c, semail_session *s, char *buf)
 {
-    int stopping = 0;
+    int stopping = 0, pending;
     const char *end;
 
     for (;;) {
@@ -175,8 +264,12 @@ static const char *conn_loop(server_conn *c, semail_session *s, char *buf)
             return c->end; /* closed by the session, its last reply sent */
         if (stopping && between_transactions(s))
             return close_with(c, s, "4.3.2", "Service shutting down", END_SHUTDOWN);
-        /* Once the stop is seen, its pipe stays readable: stop watching it. */
-        wk = wait_for(c, POLLIN, input_timeout(c, s), !stopping, 1);
+        /* Once the stop is seen, its pipe stays readable: stop watching it.
+         * Data already inside the SSL object: only a look at the pipes. */
+        pending = server_tls_pending(c);
+        wk = wait_for(c, c->rd_wait, pending ? 0 : input_timeout(c, s), !stopping, 1);
+        if (pending && wk == WAKE_TIMEOUT)
+            wk = WAKE_READY;
         switch (wk) {
         case WAKE_STOP:
             stopping = 1;
@@ -195,49 +288,17 @@ static const char *conn_loop(server_conn *c, semail_session *s, char *buf)
     }
 }
 
-/* Keep the helo for the log line: printable ASCII only, bounded. */
-static void remember_helo(server_conn *c, const semail_envelope *env)
-{
-    size_t i;
-
-    if (env->helo == NULL || c->helo[0] != '\0')
-        return;
-    for (i = 0; env->helo[i] && i < SERVER_HELO_LOG_MAX; i++) {
-        unsigned char ch = (unsigned char)env->helo[i];
-        c->helo[i] = (ch > 0x20 && ch < 0x7f) ? (char)ch : '?';
-    }
-    c->helo[i] = '\0';
-}
-
-static int rcpt_hook(semail_reply *reply, const semail_envelope *env, const semail_address *rcpt,
-                     void *payload)
-{
-    server_conn *c = payload;
-    const semail_session_options *so = &c->srv->opts.session;
-
-    remember_helo(c, env);
-    return so->rcpt(reply, env, rcpt, so->payload);
-}
-
-static int message_hook(semail_reply *reply, const semail_envelope *env, const char *data,
-                        size_t len, void *payload)
-{
-    server_conn *c = payload;
-    const semail_session_options *so = &c->srv->opts.session;
-
-    remember_helo(c, env);
-    return so->message(reply, env, data, len, so->payload);
-}
-
 /* Half-close and read what is left for a moment, so that the client gets
  * our last reply rather than a reset. */
 static void close_gently(server_conn *c, char *buf, const char *end)
 {
     struct timespec t0, t;
     long waited = 0;
+    int gentle = buf != NULL && strcmp(end, END_EOF) != 0 && strcmp(end, END_ERROR) != 0 &&
+                 strcmp(end, END_TLS) != 0;
 
-    if (buf != NULL && strcmp(end, END_EOF) != 0 && strcmp(end, END_ERROR) != 0 &&
-        shutdown(c->fd, SHUT_WR) == 0) {
+    server_tls_end(c, gentle);
+    if (gentle && shutdown(c->fd, SHUT_WR) == 0) {
         clock_gettime(CLOCK_MONOTONIC, &t0);
         while (waited < LINGER_MS &&
                wait_for(c, POLLIN, (unsigned int)(LINGER_MS - waited), 0, 0) == WAKE_READY &&
@@ -249,43 +310,85 @@ static void close_gently(server_conn *c, char *buf, const char *end)
     close(c->fd);
 }
 
+/* A client's word for a log line: printable ASCII without blanks, bounded;
+ * "-" when there is none. */
+static const char *log_word(char *out, size_t size, const char *in)
+{
+    size_t i;
+
+    if (in == NULL || in[0] == '\0')
+        return "-";
+    for (i = 0; in[i] != '\0' && i + 1 < size; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        out[i] = (ch > 0x20 && ch < 0x7f) ? (char)ch : '?';
+    }
+    out[i] = '\0';
+    return out;
+}
+
 static void log_end(server_conn *c, semail_session *s, const char *end)
 {
     semail_session_stats st = {0, 0, 0};
-    struct timespec now;
-    long long ms;
+    char helo[SERVER_HELO_LOG_MAX + 1], user[LOG_USER_MAX + 1];
+    const char *auth = NULL;
 
-    if (s != NULL)
+    if (s != NULL) {
         semail_session_stats_get(s, &st);
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    ms = (long long)(now.tv_sec - c->start.tv_sec) * 1000 +
-         (now.tv_nsec - c->start.tv_nsec) / 1000000;
+        auth = semail_session_auth_user(s);
+    }
     server_log(c->srv,
-               "session client=%s helo=%s commands=%u messages=%u rejected=%u duration_ms=%lld "
-               "end=%s",
-               c->peer, c->helo[0] ? c->helo : "-", st.commands, st.messages, st.rejected, ms, end);
+               "session client=%s tls=%s helo=%s commands=%u messages=%u rejected=%u "
+               "duration_ms=%ld end=%s%s%s",
+               c->peer, c->tls ? "yes" : "no",
+               log_word(helo, sizeof(helo), s ? semail_session_helo(s) : NULL), st.commands,
+               st.messages, st.rejected, ms_since(&c->start), end, auth ? " user=" : "",
+               auth ? log_word(user, sizeof(user), auth) : "");
+}
+
+/* The session's options for this connection, from the server's template. */
+static void session_options(const server_conn *c, semail_session_options *so)
+{
+    const semail_server *srv = c->srv;
+
+    *so = srv->opts.session;
+    so->client_addr = c->ip;
+    so->tls = c->tls;
+    so->auth_offered = so->auth != NULL && (c->tls || srv->opts.auth_plaintext);
+    if (!so->auth_offered && srv->tls_ctx == NULL)
+        so->auth = NULL; /* no TLS listener to send the client to: 503, not 538 */
+}
+
+/* Handshake (TLS), then the session. Returns the end reason. */
+static const char *conn_run(server_conn *c, semail_session **s, char *buf)
+{
+    semail_session_options so;
+    const char *end;
+
+    if (buf == NULL) {
+        server_log(c->srv, "session client=%s: out of memory", c->peer);
+        return END_ERROR;
+    }
+    if (c->tls && (end = tls_handshake(c)) != NULL)
+        return end;
+    session_options(c, &so);
+    if (semail_session_new(s, &so) < 0) {
+        server_log(c->srv, "session client=%s: %s", c->peer, semail_error_last());
+        return END_ERROR;
+    }
+    return conn_loop(c, *s, buf);
 }
 
 void *server_conn_main(void *arg)
 {
     server_conn *c = arg;
     semail_server *srv = c->srv;
-    semail_session_options so = srv->opts.session;
     semail_session *s = NULL;
     char *buf = malloc(READ_BUF_SIZE);
-    const char *end = END_ERROR;
+    const char *end;
     unsigned char key[16];
 
-    so.client_addr = c->ip;
-    so.rcpt = rcpt_hook;
-    so.message = message_hook;
-    so.payload = c;
-    if (buf == NULL)
-        server_log(srv, "session client=%s: out of memory", c->peer);
-    else if (semail_session_new(&s, &so) < 0)
-        server_log(srv, "session client=%s: %s", c->peer, semail_error_last());
-    else
-        end = conn_loop(c, s, buf);
+    c->rd_wait = POLLIN;
+    end = conn_run(c, &s, buf);
     log_end(c, s, end);
     semail_session_free(s);
     close_gently(c, buf, end);

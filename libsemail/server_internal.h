@@ -3,7 +3,8 @@
  * and server_conn.c (one thread per connection) share.
  *
  * Contract: a session thread reads only the immutable part of the server
- * (options, the two wake-up pipes) and touches the counters under mu; the
+ * (options, the two wake-up pipes, the TLS context) and touches the
+ * counters under mu; the
  * last thing it does is server_conn_release(), after which it never
  * touches the server again (semail_server_run() may return and the
  * server be freed as soon as the count reaches zero).
@@ -13,7 +14,10 @@
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/types.h>
 #include <time.h>
+
+#include <openssl/ssl.h>
 
 #include "internal.h"
 #include "semail/server.h"
@@ -33,6 +37,7 @@ typedef struct server_listener {
     char *text; /* as configured, for messages */
     int fd;     /* -1 when not bound */
     int port;
+    int tls; /* TLS from the first byte */
 } server_listener;
 
 struct semail_server {
@@ -40,8 +45,9 @@ struct semail_server {
     char *name;
     char *hostname;
     char **listen_copy;
-    server_listener *ls;
+    server_listener *ls; /* the plain listeners, then the TLS ones */
     size_t nls;
+    SSL_CTX *tls_ctx; /* NULL without TLS listeners; read-only once built */
     /* Written once by semail_server_stop() and never drained: readable
      * from then on, for the accept loop and every session thread. */
     int stop_rd, stop_wr;
@@ -60,13 +66,22 @@ struct semail_server {
 typedef struct server_conn {
     semail_server *srv;
     int fd;
+    int tls;        /* accepted on a TLS listener */
+    SSL *ssl;       /* TLS connections only */
+    int tls_broken; /* a fatal TLS error: no close_notify */
+    short rd_wait;  /* what the next read waits for: POLLIN, or POLLOUT (TLS) */
     unsigned char key[16];
-    char ip[INET6_ADDRSTRLEN];          /* the session's client_addr */
-    char peer[INET6_ADDRSTRLEN + 9];    /* "[ip]:port" for log lines */
-    char helo[SERVER_HELO_LOG_MAX + 1]; /* as seen by the callbacks, sanitized */
+    char ip[INET6_ADDRSTRLEN];       /* the session's client_addr */
+    char peer[INET6_ADDRSTRLEN + 9]; /* "[ip]:port" for log lines */
     struct timespec start;
     const char *end; /* set when the session closed itself: "quit" or "limit" */
 } server_conn;
+
+/* One I/O step: a byte count (> 0), or one of these. */
+#define SERVER_IO_EOF        0
+#define SERVER_IO_WANT_READ  (-1)
+#define SERVER_IO_WANT_WRITE (-2)
+#define SERVER_IO_ERROR      (-3)
 
 /* Send a log line through opts.log (or to stderr). Thread-safe. */
 SEMAIL_HIDDEN void server_log(const semail_server *srv, const char *fmt, ...) SEMAIL_PRINTF(2, 3);
@@ -76,5 +91,23 @@ SEMAIL_HIDDEN void *server_conn_main(void *arg);
 
 /* Give back the connection's slots and wake semail_server_run(). */
 SEMAIL_HIDDEN void server_conn_release(semail_server *srv, const unsigned char key[16]);
+
+/* ---- server_tls.c ------------------------------------------------------- */
+
+/* Build the TLS context from PEM files; the error message names the file. */
+SEMAIL_HIDDEN int server_tls_ctx_new(SSL_CTX **out, const char *cert, const char *key);
+SEMAIL_HIDDEN void server_tls_ctx_free(SSL_CTX *ctx);
+/* Give C (a connection from a TLS listener) its SSL object. */
+SEMAIL_HIDDEN int server_tls_start(server_conn *c, SSL_CTX *ctx);
+/* One handshake step: 0 when done, SERVER_IO_WANT_*, or SERVER_IO_ERROR
+ * with the reason in WHY. */
+SEMAIL_HIDDEN int server_tls_handshake(server_conn *c, char *why, size_t size);
+/* SSL_read/SSL_write as one I/O step (see SERVER_IO_*). */
+SEMAIL_HIDDEN ssize_t server_tls_read(server_conn *c, void *buf, size_t n);
+SEMAIL_HIDDEN ssize_t server_tls_write(server_conn *c, const void *p, size_t n);
+/* 1 when decrypted data waits inside the SSL object (poll would not see it). */
+SEMAIL_HIDDEN int server_tls_pending(const server_conn *c);
+/* Free the SSL object; with NOTIFY, first try once to send close_notify. */
+SEMAIL_HIDDEN void server_tls_end(server_conn *c, int notify);
 
 #endif

@@ -18,7 +18,8 @@ typedef void (*smtp_handler)(semail_session *s, const char *arg, size_t len, sem
 enum smtp_command_flags {
     CMD_ARG_REQUIRED = 1u << 0, /* no argument: 501 */
     CMD_ARG_NONE = 1u << 1,     /* an argument: 501 */
-    CMD_STARTS_TXN = 1u << 2    /* out of sequence inside a transaction: "nested" */
+    CMD_STARTS_TXN = 1u << 2,   /* out of sequence inside a transaction: "nested" */
+    CMD_NOT_IN_TXN = 1u << 3    /* out of sequence inside a transaction: "not permitted" */
 };
 
 typedef struct smtp_command {
@@ -72,6 +73,8 @@ static void cmd_ehlo(semail_session *s, const char *arg, size_t len, semail_repl
     semail__smtp_send_continue(s, 250, size);
     semail__smtp_send_continue(s, 250, "8BITMIME");
     semail__smtp_send_continue(s, 250, "ENHANCEDSTATUSCODES");
+    if (s->auth_offered)
+        semail__smtp_send_continue(s, 250, "AUTH PLAIN LOGIN");
     semail_reply_set(r, 250, NULL, "HELP");
 }
 
@@ -79,6 +82,22 @@ static void cmd_helo(semail_session *s, const char *arg, size_t len, semail_repl
 {
     if (greet(s, arg, len, 0, r) == 0)
         semail_reply_set(r, 250, NULL, "%s", s->hostname);
+}
+
+/* The embedder's word on the sender; <0 when it is refused (R says why). */
+static int ask_mail(semail_session *s, const semail_address *sender, semail_reply *r)
+{
+    semail_envelope env;
+    int rc;
+
+    semail__smtp_envelope(s, &env);
+    memset(r, 0, sizeof(*r));
+    rc = s->mail_cb(r, &env, sender, s->payload);
+    if (rc < 0 || semail__smtp_reply_check(r) < 0) {
+        semail_reply_set(r, 451, "4.3.0", "Local error in processing");
+        return SEMAIL_ERROR;
+    }
+    return r->code / 100 == 2 ? 0 : SEMAIL_ERROR;
 }
 
 static void cmd_mail(semail_session *s, const char *arg, size_t len, semail_reply *r)
@@ -97,8 +116,12 @@ static void cmd_mail(semail_session *s, const char *arg, size_t len, semail_repl
     s->txn->sender = sender;
     s->txn->declared_size = p.size;
     s->txn->body_8bit = p.body_8bit;
-    semail__smtp_enter_state(s, SEMAIL_STATE_MAIL);
     semail_reply_set(r, 250, "2.1.0", "Ok");
+    if (s->mail_cb != NULL && ask_mail(s, &sender, r) < 0) {
+        semail__smtp_enter_state(s, SEMAIL_STATE_READY); /* drops the transaction */
+        return;
+    }
+    semail__smtp_enter_state(s, SEMAIL_STATE_MAIL);
 }
 
 static void cmd_rcpt(semail_session *s, const char *arg, size_t len, semail_reply *r)
@@ -156,7 +179,13 @@ static void cmd_quit(semail_session *s, const char *arg, size_t len, semail_repl
 
 static void cmd_help(semail_session *s, const char *arg, size_t len, semail_reply *r)
 {
-    semail_reply_set(r, 214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP");
+    semail_reply_set(r, 214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP%s",
+                     s->auth_offered ? " AUTH" : "");
+}
+
+static void cmd_auth(semail_session *s, const char *arg, size_t len, semail_reply *r)
+{
+    semail__smtp_auth(s, arg, len, r);
 }
 
 static void cmd_not_implemented(semail_session *s, const char *arg, size_t len, semail_reply *r)
@@ -176,6 +205,8 @@ static const smtp_command commands[] = {
     {"NOOP", cmd_noop, ST_DIALOGUE, 0, "NOOP"},
     {"QUIT", cmd_quit, ST_DIALOGUE, CMD_ARG_NONE, "QUIT"},
     {"HELP", cmd_help, ST_DIALOGUE, 0, "HELP"},
+    {"AUTH", cmd_auth, ST(READY), CMD_ARG_REQUIRED | CMD_NOT_IN_TXN,
+     "AUTH mechanism [initial-response]"},
     {"VRFY", cmd_not_implemented, ST_DIALOGUE, 0, "VRFY"},
     {"EXPN", cmd_not_implemented, ST_DIALOGUE, 0, "EXPN"},
 };
@@ -200,6 +231,8 @@ static void out_of_sequence(const semail_session *s, const smtp_command *c, sema
         why = "Send HELO/EHLO first";
     else if (c->flags & CMD_STARTS_TXN)
         why = "Nested MAIL command";
+    else if (c->flags & CMD_NOT_IN_TXN)
+        why = "Not permitted during a mail transaction";
     else if (s->state == SEMAIL_STATE_READY)
         why = "Need MAIL command";
     else if (s->state == SEMAIL_STATE_MAIL)

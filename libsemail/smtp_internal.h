@@ -44,6 +44,15 @@
 #define SMTP_INPUT_MAX ((size_t)256 << 10)
 /* Digits accepted in a SIZE= value (fits in 64 bits). */
 #define SMTP_SIZE_DIGITS_MAX 19
+/*
+ * AUTH (RFC 4954). A SASL response line may be longer than a command line
+ * (RFC 4954 4 allows 12288 octets); 2048 with CRLF holds the base64 of the
+ * longest PLAIN message: 255 + 1 + 255 + 1 + 1000 octets.
+ */
+#define SMTP_SASL_LINE_MAX         2048
+#define SMTP_AUTH_ID_MAX           255
+#define SMTP_AUTH_PASSWORD_MAX     1000
+#define SMTP_DEFAULT_AUTH_FAILURES 3u
 
 /* ---- the transaction: created at MAIL, freed at the end of DATA or RSET -- */
 
@@ -68,6 +77,13 @@ typedef struct smtp_txn {
     int in_long_line;        /* the text line being read is already too long */
 } smtp_txn;
 
+/* Where a SASL exchange stands (meaningful in SEMAIL_STATE_AUTH only). */
+enum smtp_sasl_step {
+    SASL_PLAIN = 1,      /* waiting for the PLAIN message */
+    SASL_LOGIN_USER = 2, /* waiting for the LOGIN user name */
+    SASL_LOGIN_PASS = 3  /* waiting for the LOGIN password (user name in sasl_user) */
+};
+
 struct semail_session {
     semail_session_state state; /* written only by semail__smtp_enter_state() */
     char *hostname;
@@ -88,11 +104,28 @@ struct semail_session {
     int paused;     /* input waits until the output drains below the soft maximum */
     unsigned int errors;
     semail_session_stats stats;
+    /* AUTH */
+    int auth_offered;
+    int tls;
+    semail_auth_cb auth_cb;
+    semail_mail_cb mail_cb;
+    unsigned int max_auth_failures;
+    unsigned int auth_failures;
+    char *auth_user;                      /* set once, on success */
+    enum smtp_sasl_step sasl_step;        /* set on entering SEMAIL_STATE_AUTH */
+    char sasl_user[SMTP_AUTH_ID_MAX + 1]; /* LOGIN: the user name, between the steps */
 };
 
 /* ---- smtp_session.c ------------------------------------------------------ */
 
-/* The one place where the state changes; leaving the transaction states frees it. */
+/*
+ * The one place where the state changes; leaving the transaction states frees
+ * it. Entering SEMAIL_STATE_AUTH takes the SASL step STEP (ignored otherwise);
+ * leaving it wipes what the exchange kept.
+ */
+SEMAIL_HIDDEN void semail__smtp_enter_state_step(semail_session *s, semail_session_state st,
+                                                 enum smtp_sasl_step step);
+/* semail__smtp_enter_state_step() for every state but AUTH. */
 SEMAIL_HIDDEN void semail__smtp_enter_state(semail_session *s, semail_session_state st);
 /* Start a transaction (fresh id); fills R and returns <0 when it cannot. */
 SEMAIL_HIDDEN int semail__smtp_txn_begin(semail_session *s, semail_reply *r);
@@ -109,6 +142,24 @@ SEMAIL_HIDDEN void semail__smtp_send_continue(semail_session *s, int code, const
 
 /* Process one complete command line, CRLF removed (LEN < SEMAIL_COMMAND_LINE_MAX - 1). */
 SEMAIL_HIDDEN void semail__smtp_command(semail_session *s, const char *line, size_t len);
+
+/* ---- smtp_auth.c: AUTH (RFC 4954) ------------------------------------------ */
+
+/* The AUTH command (state READY, ARG is "MECH [initial-response]"); fills R,
+ * with a 334 challenge when the exchange goes on. */
+SEMAIL_HIDDEN void semail__smtp_auth(semail_session *s, const char *arg, size_t len,
+                                     semail_reply *r);
+/* One response line of the SASL exchange (state AUTH), CRLF removed. */
+SEMAIL_HIDDEN void semail__smtp_sasl_line(semail_session *s, const char *line, size_t len);
+/* A response line over SMTP_SASL_LINE_MAX: answer and end the exchange. */
+SEMAIL_HIDDEN void semail__smtp_sasl_too_long(semail_session *s);
+/*
+ * Strict base64 (RFC 4648 4, padding required, no blanks): decode IN into
+ * OUT (SIZE bytes). Returns the decoded length, or -1 when IN is not base64
+ * or does not fit.
+ */
+SEMAIL_HIDDEN long semail__base64_decode(unsigned char *out, size_t size, const char *in,
+                                         size_t len);
 
 /* ---- smtp_reply.c -------------------------------------------------------- */
 

@@ -52,6 +52,8 @@ static int check_options(const semail_session_options *o)
         return semail__err(SEMAIL_EINVAL, "session client address invalid");
     if (o->rcpt == NULL || o->message == NULL)
         return semail__err(SEMAIL_EINVAL, "session callbacks rcpt and message are required");
+    if (o->auth_offered && o->auth == NULL)
+        return semail__err(SEMAIL_EINVAL, "session offers AUTH without an auth callback");
     return 0;
 }
 
@@ -83,6 +85,12 @@ int semail_session_new(semail_session **out, const semail_session_options *opts)
     s->rcpt_cb = opts->rcpt;
     s->message_cb = opts->message;
     s->payload = opts->payload;
+    s->auth_offered = opts->auth_offered != 0;
+    s->auth_cb = opts->auth;
+    s->mail_cb = opts->mail;
+    s->tls = opts->tls != 0;
+    s->max_auth_failures =
+        opts->max_auth_failures ? opts->max_auth_failures : SMTP_DEFAULT_AUTH_FAILURES;
     s->state = SEMAIL_STATE_INIT;
     /* RFC 2034 3: the greeting carries no enhanced status code. */
     semail_reply_set(&r, 220, NULL, "%s ESMTP SEMail", s->hostname);
@@ -113,13 +121,22 @@ void semail_session_free(semail_session *s)
     semail__buf_free(&s->out);
     free(s->hostname);
     free(s->client_addr);
+    free(s->auth_user);
+    explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
     free(s);
 }
 
-void semail__smtp_enter_state(semail_session *s, semail_session_state st)
+void semail__smtp_enter_state_step(semail_session *s, semail_session_state st,
+                                   enum smtp_sasl_step step)
 {
     if (s->state == SEMAIL_STATE_CLOSED)
         return; /* final: input is ignored, only the pending output remains */
+    if (st == SEMAIL_STATE_AUTH) {
+        s->sasl_step = step;
+    } else if (s->state == SEMAIL_STATE_AUTH) {
+        s->sasl_step = 0;
+        explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+    }
     if (st != SEMAIL_STATE_MAIL && st != SEMAIL_STATE_RCPT && st != SEMAIL_STATE_DATA) {
         txn_free(s->txn);
         s->txn = NULL;
@@ -130,6 +147,11 @@ void semail__smtp_enter_state(semail_session *s, semail_session_state st)
         semail__buf_reset(&s->txn->data);
     }
     s->state = st;
+}
+
+void semail__smtp_enter_state(semail_session *s, semail_session_state st)
+{
+    semail__smtp_enter_state_step(s, st, 0);
 }
 
 int semail__smtp_txn_begin(semail_session *s, semail_reply *r)
@@ -188,6 +210,8 @@ void semail__smtp_envelope(const semail_session *s, semail_envelope *env)
     env->helo = s->helo;
     env->esmtp = s->esmtp;
     env->client_addr = s->client_addr;
+    env->auth_user = s->auth_user;
+    env->tls = s->tls;
     if (s->txn == NULL)
         return;
     env->sender = &s->txn->sender;
@@ -333,26 +357,37 @@ static size_t data_step(semail_session *s, const char *p, size_t avail)
 
 /* ---- command lines ------------------------------------------------------- */
 
-/* Consume one command line from P (AVAIL bytes); 0 when more input is needed. */
+/*
+ * Consume one command line, or one SASL response line in the AUTH state,
+ * from P (AVAIL bytes); 0 when more input is needed.
+ */
 static size_t command_step(semail_session *s, const char *p, size_t avail)
 {
     const char *eol = memmem(p, avail, "\r\n", 2);
+    int sasl = s->state == SEMAIL_STATE_AUTH;
+    size_t max = sasl ? SMTP_SASL_LINE_MAX : SEMAIL_COMMAND_LINE_MAX;
     semail_reply r;
     size_t n;
 
     if (eol == NULL) {
-        if (avail < SEMAIL_COMMAND_LINE_MAX && !s->discarding)
+        if (avail < max && !s->discarding)
             return 0;
         /* Over the limit: drop it (bounded memory), keep a CR that may begin the CRLF. */
         s->discarding = 1;
         return avail - (p[avail - 1] == '\r');
     }
     n = (size_t)(eol - p);
-    if (s->discarding || n + 2 > SEMAIL_COMMAND_LINE_MAX) {
+    if (s->discarding || n + 2 > max) {
         s->discarding = 0;
-        s->stats.commands++;
-        semail_reply_set(&r, 500, "5.5.2", "Line too long");
-        semail__smtp_send(s, &r);
+        if (sasl) {
+            semail__smtp_sasl_too_long(s);
+        } else {
+            s->stats.commands++;
+            semail_reply_set(&r, 500, "5.5.2", "Line too long");
+            semail__smtp_send(s, &r);
+        }
+    } else if (sasl) {
+        semail__smtp_sasl_line(s, p, n);
     } else {
         semail__smtp_command(s, p, n);
     }
@@ -438,7 +473,8 @@ semail_session_state semail_session_state_get(const semail_session *s)
 
 int semail_session_idle(const semail_session *s)
 {
-    return s != NULL && s->state != SEMAIL_STATE_DATA && s->in.len == 0 && !s->discarding;
+    return s != NULL && s->state != SEMAIL_STATE_DATA && s->state != SEMAIL_STATE_AUTH &&
+           s->in.len == 0 && !s->discarding;
 }
 
 void semail_session_shutdown(semail_session *s, const char *enhanced, const char *text)
@@ -452,6 +488,16 @@ void semail_session_shutdown(semail_session *s, const char *enhanced, const char
         strcmp(check.enhanced, enhanced) != 0)
         enhanced = "4.3.2"; /* RFC 3463: system not accepting network messages */
     close_with(s, enhanced, text ? text : "Service shutting down, closing connection");
+}
+
+const char *semail_session_helo(const semail_session *s)
+{
+    return s ? s->helo : NULL;
+}
+
+const char *semail_session_auth_user(const semail_session *s)
+{
+    return s ? s->auth_user : NULL;
 }
 
 void semail_session_stats_get(const semail_session *s, semail_session_stats *out)

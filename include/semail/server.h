@@ -12,11 +12,30 @@
  * Binding and running are separate so that a daemon binds privileged ports
  * as root, drops privileges with semail_privileges_drop(), then runs.
  *
+ * TLS listeners (::semail_server_options.tls_listen) speak TLS from the first
+ * byte (RFC 8314 implicit TLS, the port 465 style; STARTTLS is not offered):
+ * TLS 1.2 or later, forward-secret cipher suites at OpenSSL security level
+ * 2, no renegotiation, no compression. The handshake is done in the
+ * connection's thread and must end within the command timeout (`timeout_ms`).
+ * The certificate and key are read once, by semail_server_new() (so before a
+ * privilege drop); reloading them means a new server.
+ *
+ * AUTH is offered per connection: on TLS connections when the session
+ * template has an `auth` callback, on plain ones only when `auth_plaintext`
+ * is also set. On a plain connection that does not offer it, AUTH is
+ * answered `538 5.7.11 Encryption required` when a TLS listener exists (the
+ * client can go there), `503 5.5.1` otherwise. The template's `auth_offered`
+ * and `tls` are ignored: the server sets them for each connection.
+ *
  * Log lines (through ::semail_server_options.log):
- * - `session client=[IP]:PORT helo=NAME commands=N messages=N rejected=N
- *   duration_ms=N end=END` when a connection ends; END is `quit`, `eof`,
- *   `timeout`, `shutdown`, `limit` (the session closed itself with 421) or
- *   `error`; NAME is `-` until a callback has seen the EHLO/HELO name;
+ * - `session client=[IP]:PORT tls=yes|no helo=NAME commands=N messages=N
+ *   rejected=N duration_ms=N end=END[ user=USER]` when a connection ends;
+ *   END is `quit`, `eof`, `timeout`, `shutdown`, `limit` (the session closed
+ *   itself with 421), `tls` (the TLS handshake failed) or `error`; NAME is
+ *   the last EHLO/HELO name, `-` when none; USER, when the client
+ *   authenticated, its identity. NAME and USER are cut at 64 octets, and
+ *   octets other than printable ASCII are written `?`;
+ * - `tls client=[IP]:PORT: handshake failed: REASON` (OpenSSL's reason);
  * - `refused client=[IP]:PORT reason=max_connections|max_per_client|...`;
  * - at a stop: `stopping: N session(s) in progress, grace N ms`, then
  *   `grace time over: closing N session(s)` when some were still open.
@@ -45,8 +64,9 @@ typedef void (*semail_log_cb)(const char *line, void *payload);
 /** Options of a server. Strings and arrays are copied by semail_server_new(). */
 typedef struct semail_server_options {
     unsigned int version;             /**< SEMAIL_SERVER_OPTIONS_VERSION. */
-    const char *const *listen;        /**< Addresses as `HOST:PORT`, `[V6]:PORT`; required. */
-    size_t listen_count;              /**< Number of @p listen entries (at least 1). */
+    const char *const *listen;        /**< Plain addresses as `HOST:PORT`, `[V6]:PORT`. */
+    size_t listen_count;              /**< Number of @p listen entries (with @p tls_listen_count,
+                                           at least 1). */
     unsigned int max_connections;     /**< Concurrent sessions; beyond: 421. 0: 1000. */
     unsigned int max_per_client;      /**< Concurrent sessions per client address; 0: 20. */
     unsigned int timeout_ms;          /**< Wait for a command (RFC 5321 4.5.3.2.7); 0: 300000. */
@@ -61,6 +81,14 @@ typedef struct semail_server_options {
     semail_session_options session;
     semail_log_cb log;                /**< Log sink; NULL: a line on stderr. */
     void *log_payload;                /**< Passed to @p log. */
+    const char *const *tls_listen;    /**< TLS-from-the-first-byte addresses, as @p listen. */
+    size_t tls_listen_count;          /**< Number of @p tls_listen entries; 0: no TLS. */
+    const char *tls_cert;             /**< PEM file: the certificate, then its chain; required
+                                           with @p tls_listen. */
+    const char *tls_key;              /**< PEM file: the private key; required with
+                                           @p tls_listen. */
+    int auth_plaintext;               /**< 1: offer AUTH on plain listeners too (needs
+                                           `session.auth`); 0: AUTH only over TLS. */
 } semail_server_options;
 
 /**
@@ -76,9 +104,13 @@ typedef struct semail_server_options {
 SEMAIL_EXTERN int semail_server_options_init(semail_server_options *opts);
 
 /**
- * Create a server (nothing is bound yet).
+ * Create a server (nothing is bound yet). With TLS listeners, the
+ * certificate and key are loaded here.
  * @return 0; ::SEMAIL_EINVAL (an address that does not parse, a missing
- *         callback), ::SEMAIL_ENOMEM.
+ *         callback, a certificate or key that is missing, not PEM, or a key
+ *         that does not match the certificate: the message names the file),
+ *         ::SEMAIL_EIO (a certificate or key file that cannot be read),
+ *         ::SEMAIL_ENOMEM.
  */
 SEMAIL_EXTERN int semail_server_new(semail_server **out, const semail_server_options *opts);
 
@@ -90,7 +122,8 @@ SEMAIL_EXTERN int semail_server_new(semail_server **out, const semail_server_opt
 SEMAIL_EXTERN int semail_server_listen(semail_server *srv);
 
 /**
- * The port actually bound for listener @p i (useful with port 0).
+ * The port actually bound for listener @p i (useful with port 0). Listeners
+ * are numbered in the order of @p listen, then of @p tls_listen.
  * @return the port, or 0 when @p i is out of range or not bound.
  */
 SEMAIL_EXTERN int semail_server_port(const semail_server *srv, size_t i);

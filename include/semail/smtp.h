@@ -23,6 +23,29 @@
  * The end of data is `<CRLF>.<CRLF>` and nothing else. A message that
  * carries a bare CR or a bare LF is refused as a whole (never split, never
  * ended early), so that no second message can be smuggled after it.
+ *
+ * AUTH (RFC 4954), mechanisms PLAIN and LOGIN, when the options offer it:
+ * - accepted after EHLO/HELO and outside a transaction only (`503 5.5.1`
+ *   before the greeting, inside a transaction, and once authenticated);
+ *   `504 5.5.4` for another mechanism;
+ * - an initial response is accepted with both mechanisms (`=` is the empty
+ *   one); otherwise PLAIN sends the empty challenge `334 ` and LOGIN sends
+ *   `334 VXNlcm5hbWU6` then `334 UGFzc3dvcmQ6`;
+ * - a response `*` cancels (`501 5.0.0`); one that is not strict base64
+ *   (RFC 4648: no blanks, padding only at the end) answers `501 5.5.2`, and
+ *   so does one that decodes to something malformed (NUL outside the two
+ *   PLAIN separators, an empty or over-long field); the exchange then ends
+ *   and only the error is counted (max_errors), not a failure;
+ * - lengths: the AUTH line is a command line (512 octets with CRLF, so an
+ *   initial response has room for about 360 decoded octets: longer
+ *   credentials go after the challenge); a response line may have 2048
+ *   octets with CRLF, over that `500 5.5.6` ends the exchange; identities
+ *   have at most 255 octets, passwords 1000;
+ * - a PLAIN authorization identity must be empty or equal to the
+ *   authentication identity (`535 5.7.8` otherwise, a failure);
+ * - after `max_auth_failures` failed exchanges the session answers
+ *   `421 4.7.0 Too many authentication failures` (instead of the last 535)
+ *   and closes.
  */
 #ifndef SEMAIL_SMTP_H
 #define SEMAIL_SMTP_H
@@ -114,7 +137,9 @@ typedef enum semail_session_state {
     SEMAIL_STATE_MAIL,     /**< MAIL accepted, no recipient yet. */
     SEMAIL_STATE_RCPT,     /**< At least one recipient accepted. */
     SEMAIL_STATE_DATA,     /**< Reading the message after `354`. */
-    SEMAIL_STATE_CLOSED    /**< QUIT or a fatal error: send the output, then close. */
+    SEMAIL_STATE_CLOSED,   /**< QUIT or a fatal error: send the output, then close. */
+    SEMAIL_STATE_AUTH      /**< In a SASL exchange after AUTH (RFC 4954): the lines that
+                                arrive are responses to `334` challenges, not commands. */
 } semail_session_state;
 
 /** An opaque SMTP session. */
@@ -131,6 +156,8 @@ typedef struct semail_envelope {
     int body_8bit;                    /**< 1 when BODY=8BITMIME was given. */
     const char *client_addr;          /**< Client address text given in the options. */
     const char *txn_id;               /**< A unique id for this transaction (the queue id). */
+    const char *auth_user;            /**< The identity accepted by AUTH; NULL without AUTH. */
+    int tls;                          /**< 1 on a TLS connection (the option `tls`). */
 } semail_envelope;
 
 /**
@@ -151,6 +178,41 @@ typedef int (*semail_rcpt_cb)(semail_reply *reply, const semail_envelope *env,
 typedef int (*semail_message_cb)(semail_reply *reply, const semail_envelope *env,
                                  const char *data, size_t len, void *payload);
 
+/**
+ * Decide on the sender given in MAIL FROM (optional callback). @p sender is
+ * also in @p env (with the new transaction's id); `env->auth_user` and
+ * `env->client_addr` say who is sending. Fill @p reply: 2xx accepts the
+ * sender (the reply is sent as is), anything else refuses it and ends the
+ * transaction, e.g. `553 5.7.1 Sender address rejected: not owned by user`.
+ * Return 0, or a negative ::semail_err when the decision could not be made
+ * (the session then answers 451 4.3.0).
+ */
+typedef int (*semail_mail_cb)(semail_reply *reply, const semail_envelope *env,
+                              const semail_address *sender, void *payload);
+
+/**
+ * Check credentials received with AUTH PLAIN or LOGIN (RFC 4954).
+ *
+ * @p authcid is the authentication identity (1 to 255 octets, no control
+ * characters), @p password the password (1 to 1000 octets, no NUL; any
+ * other octet, UTF-8 included). Both are NUL-terminated and valid during the
+ * call only; the session wipes its decoded copies afterwards. A PLAIN
+ * authorization identity other than empty or @p authcid is refused (535)
+ * before this is called. Fill @p reply:
+ * - any 2xx: authenticated (answer `235 2.7.0`; another 2xx code is sent
+ *   as `235 2.7.0` with its text), and `env->auth_user` is @p authcid from
+ *   then on;
+ * - `535 5.7.8` (bad credentials), or any other 5xx: a failure, counted
+ *   towards `max_auth_failures`;
+ * - a 4xx (e.g. `454 4.7.0`, the directory is unreachable): not counted.
+ * Return 0, or a negative ::semail_err when the check could not be made (the
+ * session answers `454 4.7.0 Temporary authentication failure`). The
+ * callback may sleep to slow down password guessing: it runs in the
+ * connection's thread.
+ */
+typedef int (*semail_auth_cb)(semail_reply *reply, const semail_envelope *env,
+                              const char *authcid, const char *password, void *payload);
+
 /** Version of ::semail_session_options known to these headers. */
 #define SEMAIL_SESSION_OPTIONS_VERSION 1
 
@@ -166,6 +228,17 @@ typedef struct semail_session_options {
     semail_rcpt_cb rcpt;              /**< Required: recipient decision. */
     semail_message_cb message;        /**< Required: delivery. */
     void *payload;                    /**< Passed to the callbacks. */
+    /** 1: EHLO advertises `AUTH PLAIN LOGIN` and AUTH is accepted (needs @p auth).
+     *  0: AUTH is answered `538 5.7.11 Encryption required for requested
+     *  authentication mechanism` when @p auth is set and @p tls is 0 (AUTH
+     *  exists, but only over TLS), `503 5.5.1` otherwise. */
+    int auth_offered;
+    semail_auth_cb auth;              /**< Credential check; required when @p auth_offered. */
+    /** Failed AUTH exchanges (5xx) before `421 4.7.0 Too many authentication
+     *  failures` and close; 0: 3. */
+    unsigned int max_auth_failures;
+    semail_mail_cb mail;              /**< Optional sender decision at MAIL; NULL accepts. */
+    int tls;                          /**< 1 when the connection is TLS (for the envelope). */
 } semail_session_options;
 
 /** Static initializer with the version set and everything else default. */
@@ -223,8 +296,9 @@ SEMAIL_EXTERN void semail_session_output_consume(semail_session *s, size_t n);
 SEMAIL_EXTERN semail_session_state semail_session_state_get(const semail_session *s);
 
 /**
- * Whether the session is between commands with no partial input: the only
- * moment at which a server may close it gracefully (e.g. at shutdown).
+ * Whether the session is between commands with no partial input (not in
+ * DATA, not in an AUTH exchange): the only moment at which a server may
+ * close it gracefully (e.g. at shutdown).
  */
 SEMAIL_EXTERN int semail_session_idle(const semail_session *s);
 
@@ -234,6 +308,20 @@ SEMAIL_EXTERN int semail_session_idle(const semail_session *s);
  */
 SEMAIL_EXTERN void semail_session_shutdown(semail_session *s, const char *enhanced,
                                            const char *text);
+
+/**
+ * The argument of the last EHLO or HELO accepted, "" before any (a name is
+ * never empty). Valid until the next call that feeds the session. NULL for a
+ * NULL session. Not thread-safe against a concurrent feed.
+ */
+SEMAIL_EXTERN const char *semail_session_helo(const semail_session *s);
+
+/**
+ * The identity accepted by AUTH, or NULL when the client has not
+ * authenticated (it lasts as long as the session: RSET and EHLO keep it).
+ * Valid until the session is freed.
+ */
+SEMAIL_EXTERN const char *semail_session_auth_user(const semail_session *s);
 
 /** Statistics of a session, for the log line written at its end. */
 typedef struct semail_session_stats {

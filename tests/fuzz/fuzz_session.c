@@ -6,7 +6,10 @@
  * memory and output stay within their limits, every reply line is well
  * formed, a transaction exists exactly in MAIL/RCPT/DATA, a delivered
  * message never holds a bare CR or LF and never exceeds the size limit, and
- * the replies do not depend on how the input was cut.
+ * the replies do not depend on how the input was cut. Half of the runs
+ * offer AUTH (a callback that accepts one password) and check senders: the
+ * callbacks see well-formed credentials only, an authenticated session never
+ * authenticates again, and no AUTH is ever offered or accepted otherwise.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,7 +28,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 typedef struct run {
     size_t max_size;
     unsigned int messages;
+    int auth_offered;
+    unsigned int auth_ok; /* successful AUTH exchanges */
 } run;
+
+/* Credentials: what RFC 4954 and the session's limits allow, nothing else. */
+static int auth_cb(semail_reply *r, const semail_envelope *env, const char *user, const char *pass,
+                   void *payload)
+{
+    run *ru = payload;
+    size_t ul = strlen(user), pl = strlen(pass), i;
+
+    CHECK(ru->auth_offered && env->auth_user == NULL && env->sender == NULL);
+    CHECK(ul >= 1 && ul <= SMTP_AUTH_ID_MAX && pl >= 1 && pl <= SMTP_AUTH_PASSWORD_MAX);
+    for (i = 0; i < ul; i++)
+        CHECK((unsigned char)user[i] >= 0x20 && user[i] != 0x7f);
+    if (pass[0] == 't')
+        return SEMAIL_ETEMP;
+    if (strcmp(pass, "pw") == 0) { /* base64("\0u\0pw") is AHUAcHc= */
+        semail_reply_set(r, 235, "2.7.0", "Authentication successful");
+        ru->auth_ok++;
+    } else if (pass[0] == 'g') {
+        r->code = 250; /* a careless embedder */
+        ru->auth_ok++;
+    } else {
+        semail_reply_set(r, 535, "5.7.8", "Authentication credentials invalid");
+    }
+    return 0;
+}
+
+static int mail_cb(semail_reply *r, const semail_envelope *env, const semail_address *sender,
+                   void *payload)
+{
+    CHECK(env->sender != NULL && env->txn_id != NULL);
+    if (sender->local[0] == 'x')
+        return SEMAIL_EIO;
+    if (sender->local[0] == 'o' && env->auth_user == NULL)
+        semail_reply_set(r, 553, "5.7.1", "Sender address rejected: not owned by user");
+    else
+        semail_reply_set(r, 250, "2.1.0", "Ok");
+    return 0;
+}
 
 static int rcpt_cb(semail_reply *r, const semail_envelope *env, const semail_address *a,
                    void *payload)
@@ -73,6 +116,9 @@ static void check_invariants(const semail_session *s)
     CHECK(s->out.len <= SMTP_OUTPUT_MAX);
     CHECK(s->in.len <= SMTP_INPUT_MAX);
     CHECK((s->txn != NULL) == in_txn);
+    CHECK(st != SEMAIL_STATE_AUTH || (s->auth_offered && s->auth_user == NULL));
+    CHECK(st == SEMAIL_STATE_AUTH || s->sasl_user[0] == '\0'); /* wiped after the exchange */
+    CHECK(s->auth_failures <= s->max_auth_failures);
     if (s->txn != NULL) {
         CHECK(s->txn->data.len <= s->data_max);
         CHECK(s->txn->rcpt_count <= s->max_recipients);
@@ -80,13 +126,13 @@ static void check_invariants(const semail_session *s)
     }
     /* Not paused: only a partial line is ever kept. */
     if (s->out.len < SMTP_OUTPUT_SOFT_MAX)
-        CHECK(s->in.len < SEMAIL_TEXT_LINE_MAX);
+        CHECK(s->in.len < (st == SEMAIL_STATE_AUTH ? SMTP_SASL_LINE_MAX : SEMAIL_TEXT_LINE_MAX));
     if (st == SEMAIL_STATE_CLOSED)
         CHECK(s->in.len == 0);
 }
 
 /* Every reply line: 3 digits, ' ' or '-', printable text, CRLF, at most 512 octets. */
-static void check_replies(const char *o, size_t len)
+static void check_replies(const char *o, size_t len, int auth_offered)
 {
     size_t start = 0, i;
 
@@ -104,6 +150,10 @@ static void check_replies(const char *o, size_t len)
             CHECK((unsigned char)o[start + i] >= 0x20 && (unsigned char)o[start + i] < 0x7f);
         if (o[start] == '4' || o[start] == '5') /* errors carry an enhanced code */
             CHECK(o[start + 4] == o[start] && o[start + 5] == '.');
+        if (memcmp(o + start, "334", 3) == 0) /* a SASL challenge: only when offered */
+            CHECK(auth_offered);
+        if (memcmp(o + start, "235", 3) == 0)
+            CHECK(auth_offered && memcmp(o + start + 4, "2.", 2) == 0);
         start += n;
     }
 }
@@ -118,7 +168,7 @@ static void drain(semail_session *s, semail_buf *acc)
         o = semail_session_output(s, &len);
         if (len == 0)
             return;
-        check_replies(o, len);
+        check_replies(o, len, s->auth_offered);
         CHECK(semail__buf_add(acc, o, len) == 0);
         semail_session_output_consume(s, len);
         CHECK(semail_session_feed(s, NULL, 0) == 0);
@@ -142,8 +192,16 @@ static semail_session *open_session(const uint8_t cfg, run *ru)
     o.rcpt = rcpt_cb;
     o.message = message_cb;
     o.payload = ru;
+    /* The top bit: AUTH offered (and the MAIL callback); else a callback
+     * that must never be called (AUTH answers 538). */
+    o.auth = auth_cb;
+    o.auth_offered = (cfg >> 7) & 1;
+    o.mail = o.auth_offered ? mail_cb : NULL;
+    o.max_auth_failures = (cfg >> 4) & 3;
     ru->max_size = o.max_message_size;
     ru->messages = 0;
+    ru->auth_offered = o.auth_offered;
+    ru->auth_ok = 0;
     CHECK(semail_session_new(&s, &o) == 0);
     return s;
 }
@@ -185,6 +243,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     semail_session_free(s);
 
     CHECK(ru1.messages == ru2.messages);
+    CHECK(ru1.auth_ok == ru2.auth_ok && ru1.auth_ok <= 1);
     CHECK(whole.len == cut.len && (whole.len == 0 || memcmp(whole.data, cut.data, whole.len) == 0));
     semail__buf_free(&whole);
     semail__buf_free(&cut);

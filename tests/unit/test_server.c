@@ -1,6 +1,8 @@
 /*
  * test_server.c - the server runtime (server.h) over real loopback sockets:
- * listen addresses, caps, timeouts, the graceful stop, privileges.
+ * listen addresses, caps, timeouts, the graceful stop, privileges, TLS
+ * listeners (a self-signed pair made with libcrypto, an OpenSSL client in
+ * the test thread) and where AUTH is offered.
  * Each test runs a server in a thread on 127.0.0.1, port 0.
  */
 #include <setjmp.h>
@@ -22,6 +24,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "semail/semail.h"
 
 /* A running server, its thread, and what its callbacks saw. */
@@ -32,6 +40,8 @@ typedef struct fixture {
     pthread_mutex_t mu;
     char log[8192];
     int delivered;
+    int last_tls;       /* envelope of the last message */
+    char last_user[64]; /* its auth_user, "-" for NULL */
 } fixture;
 
 static int rcpt_ok(semail_reply *reply, const semail_envelope *env, const semail_address *rcpt,
@@ -47,6 +57,8 @@ static int message_ok(semail_reply *reply, const semail_envelope *env, const cha
     fixture *f = payload;
     pthread_mutex_lock(&f->mu);
     f->delivered++;
+    f->last_tls = env->tls;
+    snprintf(f->last_user, sizeof(f->last_user), "%s", env->auth_user ? env->auth_user : "-");
     pthread_mutex_unlock(&f->mu);
     semail_reply_set(reply, 250, "2.0.0", "Ok: queued as %s", env->txn_id);
     return 0;
@@ -518,6 +530,652 @@ static void test_server__privileges_drop_to_an_unknown_user_fails(void **state)
     assert_non_null(strstr(semail_error_last(), "no-such-user-semail-test"));
 }
 
+/* ---- TLS listeners and AUTH ------------------------------------------------- */
+
+/* A self-signed pair (P-256, CN mx.test) in a fresh directory. */
+typedef struct pki {
+    char dir[64];
+    char cert[96];
+    char key[96];
+    char other_key[96]; /* a key of another pair */
+    char garbage[96];   /* not PEM */
+} pki;
+
+static void write_key(const char *path, EVP_PKEY *k)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_int_equal(PEM_write_PrivateKey(fp, k, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(fp);
+}
+
+static void make_pki(pki *p)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256"), *k2 = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *name;
+    FILE *fp;
+
+    assert_non_null(k);
+    assert_non_null(k2);
+    assert_non_null(x);
+    snprintf(p->dir, sizeof(p->dir), "/tmp/semail-tls-XXXXXX");
+    assert_non_null(mkdtemp(p->dir));
+    snprintf(p->cert, sizeof(p->cert), "%s/cert.pem", p->dir);
+    snprintf(p->key, sizeof(p->key), "%s/key.pem", p->dir);
+    snprintf(p->other_key, sizeof(p->other_key), "%s/other.pem", p->dir);
+    snprintf(p->garbage, sizeof(p->garbage), "%s/garbage.pem", p->dir);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"mx.test", -1, -1,
+                               0);
+    X509_set_issuer_name(x, name);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    fp = fopen(p->cert, "w");
+    assert_non_null(fp);
+    assert_int_equal(PEM_write_X509(fp, x), 1);
+    fclose(fp);
+    write_key(p->key, k);
+    write_key(p->other_key, k2);
+    fp = fopen(p->garbage, "w");
+    assert_non_null(fp);
+    fputs("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n", fp);
+    fclose(fp);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(k2);
+}
+
+static void remove_pki(const pki *p)
+{
+    unlink(p->cert);
+    unlink(p->key);
+    unlink(p->other_key);
+    unlink(p->garbage);
+    rmdir(p->dir);
+}
+
+/* alice/secret only. */
+static int auth_alice(semail_reply *reply, const semail_envelope *env, const char *user,
+                      const char *pass, void *payload)
+{
+    if (strcmp(user, "alice") == 0 && strcmp(pass, "secret") == 0)
+        semail_reply_set(reply, 235, "2.7.0", "Authentication successful");
+    else
+        semail_reply_set(reply, 535, "5.7.8", "Authentication credentials invalid");
+    return 0;
+}
+
+static const char *const tls0[] = {"127.0.0.1:0"};
+
+/* Listener 0 plain, listener 1 TLS, AUTH through auth_alice. */
+static void tls_options(semail_server_options *o, fixture *f, const pki *p)
+{
+    options(o, f, loopback0);
+    o->tls_listen = tls0;
+    o->tls_listen_count = 1;
+    o->tls_cert = p->cert;
+    o->tls_key = p->key;
+    o->session.auth = auth_alice;
+}
+
+static int connect_port(int port)
+{
+    struct sockaddr_in sa;
+    struct timeval tv = {5, 0};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* A client context that trusts the test certificate (and checks the name). */
+static SSL_CTX *client_ctx(const pki *p)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    assert_non_null(ctx);
+    assert_int_equal(SSL_CTX_load_verify_locations(ctx, p->cert, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return ctx;
+}
+
+typedef struct tls_client {
+    int fd;
+    SSL *ssl;
+} tls_client;
+
+static void tls_open(tls_client *c, fixture *f, SSL_CTX *ctx)
+{
+    c->fd = connect_port(semail_server_port(f->srv, 1));
+    c->ssl = SSL_new(ctx);
+    assert_non_null(c->ssl);
+    SSL_set_fd(c->ssl, c->fd);
+    SSL_set_tlsext_host_name(c->ssl, "mx.test");
+    assert_int_equal(SSL_set1_host(c->ssl, "mx.test"), 1);
+    if (SSL_connect(c->ssl) != 1) {
+        char e[256];
+        ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+        fail_msg("TLS handshake failed: %s", e);
+    }
+    assert_int_equal(SSL_get_verify_result(c->ssl), X509_V_OK);
+}
+
+static void tls_close(tls_client *c)
+{
+    SSL_free(c->ssl);
+    close(c->fd);
+}
+
+static const char *tls_line(tls_client *c, char *buf, size_t size)
+{
+    size_t n = 0;
+    while (n + 1 < size) {
+        if (SSL_read(c->ssl, buf + n, 1) != 1)
+            break;
+        if (buf[n++] == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static void tls_send(tls_client *c, const char *s, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        int w = SSL_write(c->ssl, s + done, (int)(len - done));
+        assert_true(w > 0);
+        done += (size_t)w;
+    }
+}
+
+static void tls_str(tls_client *c, const char *s)
+{
+    tls_send(c, s, strlen(s));
+}
+
+/* Read the EHLO reply; 1 when it advertises AUTH PLAIN LOGIN. */
+static int ehlo_offers_auth(const char *(*next)(void *, char *, size_t), void *conn)
+{
+    char line[512];
+    int auth = 0;
+
+    for (;;) {
+        next(conn, line, sizeof(line));
+        if (strncmp(line, "250", 3) != 0)
+            fail_msg("EHLO reply line '%s'", line);
+        if (strcmp(line + 4, "AUTH PLAIN LOGIN\r\n") == 0)
+            auth = 1;
+        if (line[3] == ' ')
+            return auth;
+    }
+}
+
+static const char *next_tls(void *conn, char *buf, size_t size)
+{
+    return tls_line(conn, buf, size);
+}
+
+static const char *next_plain(void *conn, char *buf, size_t size)
+{
+    return read_line(*(int *)conn, buf, size);
+}
+
+static void test_server__tls_listener_serves_a_session_with_auth(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    tls_client c;
+    SSL_CTX *ctx;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    start(&o);
+    ctx = client_ctx(&p);
+    tls_open(&c, f, ctx);
+    assert_true(SSL_version(c.ssl) >= TLS1_2_VERSION);
+    assert_string_equal(tls_line(&c, line, sizeof(line)), "220 mx.test ESMTP SEMail\r\n");
+    tls_str(&c, "EHLO client.test\r\n");
+    assert_true(ehlo_offers_auth(next_tls, &c));
+    /* base64("\0alice\0wrong"), then base64("\0alice\0secret") */
+    tls_str(&c, "AUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "535 5.7.8 ");
+    tls_str(&c, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "235 2.7.0 ");
+    tls_str(&c, "MAIL FROM:<alice@a.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "250 2.1.0");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "250 2.1.5");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "354 ");
+    tls_str(&c, "Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "250 2.0.0 Ok: queued as ");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "221 ");
+    /* The server ends with close_notify: a clean TLS end of stream. */
+    assert_int_equal(SSL_read(c.ssl, line, 1), 0);
+    assert_int_equal(SSL_get_error(c.ssl, 0), SSL_ERROR_ZERO_RETURN);
+    tls_close(&c);
+    assert_logged(f, "tls=yes helo=client.test commands=7 messages=1 rejected=1");
+    assert_logged(f, "end=quit user=alice");
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->last_tls, 1);
+    assert_string_equal(f->last_user, "alice");
+    pthread_mutex_unlock(&f->mu);
+    SSL_CTX_free(ctx);
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__plain_listener_beside_tls_answers_auth_538(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    int fd;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    start(&o);
+    fd = connect_to(f);
+    assert_prefix(read_line(fd, line, sizeof(line)), "220 ");
+    send_str(fd, "EHLO client.test\r\n");
+    assert_false(ehlo_offers_auth(next_plain, &fd));
+    send_str(fd, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n"
+                 "DATA\r\nx\r\n.\r\nQUIT\r\n");
+    assert_string_equal(
+        read_line(fd, line, sizeof(line)),
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+    assert_prefix(read_line(fd, line, sizeof(line)), "250 2.1.0");
+    assert_prefix(read_line(fd, line, sizeof(line)), "250 2.1.5");
+    assert_prefix(read_line(fd, line, sizeof(line)), "354 ");
+    assert_prefix(read_line(fd, line, sizeof(line)), "250 2.0.0");
+    assert_prefix(read_line(fd, line, sizeof(line)), "221 ");
+    close(fd);
+    assert_logged(f, "tls=no helo=client.test");
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->last_tls, 0);
+    assert_string_equal(f->last_user, "-");
+    pthread_mutex_unlock(&f->mu);
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__auth_plaintext_offers_auth_on_plain_listeners(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    int fd;
+
+    options(&o, f, loopback0);
+    o.session.auth = auth_alice;
+    o.auth_plaintext = 1;
+    start(&o);
+    fd = connect_to(f);
+    read_line(fd, line, sizeof(line));
+    send_str(fd, "EHLO client.test\r\n");
+    assert_true(ehlo_offers_auth(next_plain, &fd));
+    send_str(fd, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nQUIT\r\n");
+    assert_prefix(read_line(fd, line, sizeof(line)), "235 2.7.0");
+    assert_prefix(read_line(fd, line, sizeof(line)), "221 ");
+    close(fd);
+    assert_logged(f, "tls=no helo=client.test commands=3 messages=0 rejected=0");
+    assert_logged(f, "end=quit user=alice");
+    finish(f);
+}
+
+static void test_server__without_tls_listeners_auth_is_503(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    int fd;
+
+    options(&o, f, loopback0);
+    o.session.auth = auth_alice; /* but no TLS listener and no auth_plaintext */
+    start(&o);
+    fd = connect_to(f);
+    read_line(fd, line, sizeof(line));
+    send_str(fd, "EHLO client.test\r\n");
+    assert_false(ehlo_offers_auth(next_plain, &fd));
+    send_str(fd, "AUTH LOGIN\r\n");
+    assert_string_equal(read_line(fd, line, sizeof(line)),
+                        "503 5.5.1 Authentication not enabled\r\n");
+    close(fd);
+    finish(f);
+}
+
+static void test_server__tls_refuses_tls_1_1(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    SSL_CTX *ctx;
+    SSL *ssl;
+    int fd;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    start(&o);
+    /* A client that could do TLS 1.0 and 1.1 only (level 0 allows them here). */
+    ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    SSL_CTX_set_security_level(ctx, 0);
+    assert_int_equal(SSL_CTX_set_cipher_list(ctx, "DEFAULT:@SECLEVEL=0"), 1);
+    assert_int_equal(SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION), 1);
+    assert_int_equal(SSL_CTX_set_max_proto_version(ctx, TLS1_1_VERSION), 1);
+    fd = connect_port(semail_server_port(f->srv, 1));
+    ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    assert_int_not_equal(SSL_connect(ssl), 1);
+    ERR_clear_error();
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    assert_logged(f, "handshake failed: unsupported protocol\n");
+    assert_logged(f, "tls=yes helo=- commands=0 messages=0 rejected=0");
+    assert_logged(f, "end=tls");
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__tls_client_that_never_handshakes_is_timed_out(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    struct timespec t0, t1;
+    char buf[64];
+    long ms;
+    int fd;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    o.timeout_ms = 300;
+    start(&o);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fd = connect_port(semail_server_port(f->srv, 1));
+    /* Nothing comes, not even a plain-text 421: then the connection ends. */
+    assert_int_equal(recv(fd, buf, sizeof(buf), 0), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 250 && ms < 3000);
+    close(fd);
+    assert_logged(f, "tls=yes helo=- commands=0");
+    assert_logged(f, "end=timeout");
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__tls_client_that_stalls_mid_handshake_is_timed_out(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char buf[4096];
+    SSL_CTX *ctx;
+    SSL *ssl;
+    BIO *rb, *wb;
+    int fd, n;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    o.timeout_ms = 400;
+    start(&o);
+    /* Send a real ClientHello, then never answer the server's flight. */
+    ctx = client_ctx(&p);
+    ssl = SSL_new(ctx);
+    rb = BIO_new(BIO_s_mem());
+    wb = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl, rb, wb);
+    assert_int_equal(SSL_connect(ssl), -1);
+    n = BIO_read(wb, buf, sizeof(buf));
+    assert_true(n > 0);
+    fd = connect_port(semail_server_port(f->srv, 1));
+    assert_int_equal(send(fd, buf, (size_t)n, MSG_NOSIGNAL), n);
+    /* The server's flight arrives, then, after the timeout, the end. */
+    assert_true(recv(fd, buf, sizeof(buf), 0) > 0);
+    while ((n = (int)recv(fd, buf, sizeof(buf), 0)) > 0)
+        ;
+    assert_int_equal(n, 0);
+    close(fd);
+    assert_logged(f, "end=timeout");
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__tls_client_that_stalls_mid_record_is_timed_out(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    struct timespec t0, t1;
+    char line[512], rec[512];
+    tls_client c;
+    SSL_CTX *ctx;
+    BIO *mem;
+    int n;
+    long ms;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    o.timeout_ms = 400;
+    start(&o);
+    ctx = client_ctx(&p);
+    tls_open(&c, f, ctx);
+    tls_line(&c, line, sizeof(line));
+    /* One application-data record, sent but for its last byte. */
+    mem = BIO_new(BIO_s_mem());
+    assert_non_null(mem);
+    SSL_set0_wbio(c.ssl, mem);
+    assert_int_equal(SSL_write(c.ssl, "NOOP\r\n", 6), 6);
+    n = BIO_read(mem, rec, sizeof(rec));
+    assert_true(n > 6);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(send(c.fd, rec, (size_t)n - 1, MSG_NOSIGNAL), n - 1);
+    /* The server waits on the socket (no busy loop) and times out. */
+    while ((n = (int)recv(c.fd, rec, sizeof(rec), 0)) > 0)
+        ;
+    assert_int_equal(n, 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 350 && ms < 3000);
+    assert_logged(f, "end=timeout");
+    tls_close(&c);
+    SSL_CTX_free(ctx);
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__plain_text_on_the_tls_port_fails_the_handshake(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char buf[64];
+    int fd;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    start(&o);
+    fd = connect_port(semail_server_port(f->srv, 1));
+    send_str(fd, "EHLO client.test\r\n");
+    while (recv(fd, buf, sizeof(buf), 0) > 0)
+        ; /* perhaps an alert, then the end */
+    close(fd);
+    assert_logged(f, "tls client=[127.0.0.1]:");
+    assert_logged(f, ": handshake failed: wrong version number\n");
+    assert_logged(f, "end=tls");
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__tls_carries_pipelined_commands_and_a_large_message(void **state)
+{
+    static const char noop[] = "NOOP\r\n";
+    const size_t nnoop = 5000, body = 400 * 1024;
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512], *big;
+    size_t i;
+    tls_client c;
+    SSL_CTX *ctx;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    o.thread_stack = 1; /* the smallest stack a TLS session gets */
+    start(&o);
+    ctx = client_ctx(&p);
+    tls_open(&c, f, ctx);
+    tls_line(&c, line, sizeof(line));
+    big = malloc(nnoop * 6 > body ? nnoop * 6 : body);
+    assert_non_null(big);
+    for (i = 0; i < nnoop; i++)
+        memcpy(big + i * 6, noop, 6);
+    tls_send(&c, big, nnoop * 6);
+    for (i = 0; i < nnoop; i++)
+        if (strcmp(tls_line(&c, line, sizeof(line)), "250 2.0.0 Ok\r\n") != 0)
+            fail_msg("reply %zu: '%s'", i, line);
+    tls_str(&c, "HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+    for (i = 0; i < 3; i++)
+        tls_line(&c, line, sizeof(line));
+    assert_prefix(tls_line(&c, line, sizeof(line)), "354 ");
+    for (i = 0; i + 80 <= body; i += 80) {
+        memset(big + i, 'x', 78);
+        memcpy(big + i + 78, "\r\n", 2);
+    }
+    tls_send(&c, big, i);
+    tls_str(&c, ".\r\nQUIT\r\n");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "250 2.0.0 ");
+    assert_prefix(tls_line(&c, line, sizeof(line)), "221 ");
+    tls_close(&c);
+    free(big);
+    assert_logged(f, "messages=1 rejected=0");
+    assert_logged(f, "end=quit");
+    assert_int_equal(delivered(f), 1);
+    SSL_CTX_free(ctx);
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__tls_session_is_closed_at_stop(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    tls_client c;
+    SSL_CTX *ctx;
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    o.grace_ms = 5000;
+    start(&o);
+    ctx = client_ctx(&p);
+    tls_open(&c, f, ctx);
+    tls_line(&c, line, sizeof(line));
+    semail_server_stop(f->srv);
+    assert_string_equal(tls_line(&c, line, sizeof(line)),
+                        "421 4.3.2 mx.test Service shutting down\r\n");
+    tls_close(&c);
+    SSL_CTX_free(ctx);
+    assert_logged(f, "tls=yes helo=- commands=0 messages=0 rejected=0");
+    assert_logged(f, "end=shutdown");
+    finish(f);
+    remove_pki(&p);
+}
+
+static void test_server__tls_listener_port_numbering(void **state)
+{
+    static const char *const two_tls[] = {"127.0.0.1:0", "127.0.0.1:0"};
+    semail_server_options o;
+    semail_server *srv;
+    fixture *f = new_fixture();
+    pki p;
+
+    make_pki(&p);
+    tls_options(&o, f, &p);
+    o.tls_listen = two_tls;
+    o.tls_listen_count = 2;
+    assert_int_equal(semail_server_new(&srv, &o), 0);
+    assert_int_equal(semail_server_listen(srv), 0);
+    assert_true(semail_server_port(srv, 0) > 0);
+    assert_true(semail_server_port(srv, 1) > 0);
+    assert_true(semail_server_port(srv, 2) > 0);
+    assert_int_equal(semail_server_port(srv, 3), 0);
+    semail_server_free(srv);
+    /* TLS listeners only. */
+    o.listen_count = 0;
+    assert_int_equal(semail_server_new(&srv, &o), 0);
+    semail_server_free(srv);
+    o.tls_listen_count = 0;
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+    remove_pki(&p);
+}
+
+static void test_server__bad_certificate_or_key_fails_new_naming_the_file(void **state)
+{
+    semail_server_options o;
+    semail_server *srv = NULL;
+    fixture *f = new_fixture();
+    char missing[128];
+    pki p;
+
+    make_pki(&p);
+    snprintf(missing, sizeof(missing), "%s/missing.pem", p.dir);
+    tls_options(&o, f, &p);
+    o.tls_cert = missing;
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EIO);
+    assert_null(srv);
+    assert_non_null(strstr(semail_error_last(), missing));
+    assert_non_null(strstr(semail_error_last(), "No such file"));
+    o.tls_cert = p.garbage;
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    assert_non_null(strstr(semail_error_last(), p.garbage));
+    o.tls_cert = p.cert;
+    o.tls_key = p.garbage;
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    assert_non_null(strstr(semail_error_last(), "not a usable PEM private key"));
+    o.tls_key = p.other_key;
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    assert_non_null(strstr(semail_error_last(), "does not match"));
+    o.tls_key = p.cert; /* a certificate where the key should be */
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    o.tls_key = NULL;
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    assert_non_null(strstr(semail_error_last(), "need a key"));
+    o.tls_key = p.key;
+    o.tls_cert = "";
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    assert_non_null(strstr(semail_error_last(), "need a certificate"));
+    /* auth_plaintext without a callback */
+    options(&o, f, loopback0);
+    o.auth_plaintext = 1;
+    assert_int_equal(semail_server_new(&srv, &o), SEMAIL_EINVAL);
+    assert_null(srv);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+    remove_pki(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +1194,19 @@ int main(void)
         cmocka_unit_test(test_server__stop_before_run_returns_at_once),
         cmocka_unit_test(test_server__privileges_drop_without_a_user_does_nothing),
         cmocka_unit_test(test_server__privileges_drop_to_an_unknown_user_fails),
+        cmocka_unit_test(test_server__tls_listener_serves_a_session_with_auth),
+        cmocka_unit_test(test_server__plain_listener_beside_tls_answers_auth_538),
+        cmocka_unit_test(test_server__auth_plaintext_offers_auth_on_plain_listeners),
+        cmocka_unit_test(test_server__without_tls_listeners_auth_is_503),
+        cmocka_unit_test(test_server__tls_refuses_tls_1_1),
+        cmocka_unit_test(test_server__tls_client_that_never_handshakes_is_timed_out),
+        cmocka_unit_test(test_server__tls_client_that_stalls_mid_handshake_is_timed_out),
+        cmocka_unit_test(test_server__tls_client_that_stalls_mid_record_is_timed_out),
+        cmocka_unit_test(test_server__plain_text_on_the_tls_port_fails_the_handshake),
+        cmocka_unit_test(test_server__tls_carries_pipelined_commands_and_a_large_message),
+        cmocka_unit_test(test_server__tls_session_is_closed_at_stop),
+        cmocka_unit_test(test_server__tls_listener_port_numbering),
+        cmocka_unit_test(test_server__bad_certificate_or_key_fails_new_naming_the_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,7 +39,27 @@ typedef struct fx {
     size_t rcpt_count;
     size_t declared_size;
     int body_8bit;
+    /* AUTH and MAIL callbacks: read by fx_open() */
+    int auth_offered;
+    int with_auth_cb;
+    int with_mail_cb;
+    int tls;
+    unsigned int max_auth_failures;
+    /* what they saw */
+    int auth_calls;
+    int mail_calls;
+    char authcid[300];
+    char password[1100];
+    char env_auth_user[300]; /* envelope's auth_user at the last rcpt/message call; "-" for NULL */
+    int env_tls;
 } fx;
+
+static void note_auth_user(fx *f, const semail_envelope *env)
+{
+    (void)semail__strlcpy(f->env_auth_user, env->auth_user ? env->auth_user : "-",
+                          sizeof(f->env_auth_user));
+    f->env_tls = env->tls;
+}
 
 static int rcpt_cb(semail_reply *r, const semail_envelope *env, const semail_address *a,
                    void *payload)
@@ -47,6 +67,7 @@ static int rcpt_cb(semail_reply *r, const semail_envelope *env, const semail_add
     fx *f = payload;
 
     f->rcpt_calls++;
+    note_auth_user(f, env);
     (void)semail__strlcpy(f->rcpt_domain, a->domain, sizeof(f->rcpt_domain));
     if (strcmp(a->local, "fail") == 0)
         return SEMAIL_ETEMP;
@@ -75,6 +96,7 @@ static int msg_cb(semail_reply *r, const semail_envelope *env, const char *data,
     fx *f = payload;
 
     f->msg_calls++;
+    note_auth_user(f, env);
     free(f->msg);
     f->msg = malloc(len + 1);
     assert_non_null(f->msg);
@@ -96,6 +118,51 @@ static int msg_cb(semail_reply *r, const semail_envelope *env, const char *data,
     return 0;
 }
 
+/* alice/secret is good; a 1000-octet password is good for "long"; "temp"
+ * cannot be checked; "tempfail" gets a 454; "grant250" a sloppy 250. */
+static int auth_cb(semail_reply *r, const semail_envelope *env, const char *authcid,
+                   const char *password, void *payload)
+{
+    fx *f = payload;
+
+    f->auth_calls++;
+    assert_null(env->auth_user);
+    assert_null(env->sender);
+    (void)semail__strlcpy(f->authcid, authcid, sizeof(f->authcid));
+    (void)semail__strlcpy(f->password, password, sizeof(f->password));
+    if (strcmp(password, "temp") == 0)
+        return SEMAIL_ETEMP;
+    if (strcmp(password, "tempfail") == 0)
+        semail_reply_set(r, 454, "4.7.0", "Directory unavailable");
+    else if (strcmp(password, "grant250") == 0)
+        semail_reply_set(r, 250, "2.0.0", "Fine");
+    else if ((strcmp(authcid, "alice") == 0 && strcmp(password, "secret") == 0) ||
+             (strcmp(authcid, "long") == 0 && strlen(password) == SMTP_AUTH_PASSWORD_MAX))
+        semail_reply_set(r, 235, "2.7.0", "Authentication successful");
+    else
+        semail_reply_set(r, 535, "5.7.8", "Authentication credentials invalid");
+    return 0;
+}
+
+/* The sender must be the authenticated user at a.example; "broken" fails. */
+static int mail_cb(semail_reply *r, const semail_envelope *env, const semail_address *sender,
+                   void *payload)
+{
+    fx *f = payload;
+
+    f->mail_calls++;
+    assert_non_null(env->sender);
+    assert_memory_equal(env->sender, sender, sizeof(*sender));
+    assert_non_null(env->txn_id);
+    if (strcmp(sender->local, "broken") == 0)
+        return SEMAIL_EIO;
+    if (env->auth_user == NULL || strcmp(env->auth_user, sender->local) != 0)
+        semail_reply_set(r, 553, "5.7.1", "Sender address rejected: not owned by user");
+    else
+        semail_reply_set(r, 250, "2.1.0", "Sender ok");
+    return 0;
+}
+
 /* Open a session with the given limits, greeting consumed. */
 static void fx_open(fx *f, size_t max_size, unsigned int max_rcpt, unsigned int max_err)
 {
@@ -112,6 +179,11 @@ static void fx_open(fx *f, size_t max_size, unsigned int max_rcpt, unsigned int 
     o.rcpt = rcpt_cb;
     o.message = msg_cb;
     o.payload = f;
+    o.auth_offered = f->auth_offered;
+    o.auth = f->with_auth_cb ? auth_cb : NULL;
+    o.mail = f->with_mail_cb ? mail_cb : NULL;
+    o.tls = f->tls;
+    o.max_auth_failures = f->max_auth_failures;
     assert_int_equal(semail_session_new(&f->s, &o), 0);
     (void)semail_session_output(f->s, &len);
     semail_session_output_consume(f->s, len);
@@ -333,6 +405,12 @@ static const row table[] = {
       {"502 5.5.1 ", S_READY},
       {"502 5.5.1 ", S_MAIL},
       {"502 5.5.1 ", S_RCPT},
+      SILENT}},
+    {"AUTH PLAIN",
+     {{FIRST, S_INIT},
+      {"503 5.5.1 Authentication not enabled\r\n", S_READY},
+      {"503 5.5.1 Not permitted during a mail transaction\r\n", S_MAIL},
+      {"503 5.5.1 Not permitted during a mail transaction\r\n", S_RCPT},
       SILENT}},
     {"BDAT 10 LAST",
      {{"500 5.5.2 Command unrecognized\r\n", S_INIT},
@@ -944,6 +1022,570 @@ static void test_session__too_much_paused_input_closes(void **state)
     free(in);
 }
 
+/* ---- AUTH (RFC 4954) and the MAIL callback -------------------------------- */
+
+/* Base64 of LEN octets at IN, into OUT (NUL-terminated). */
+static const char *b64(char *out, const char *in, size_t len)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = (const unsigned char *)in;
+    size_t i, o = 0;
+
+    for (i = 0; i + 2 < len; i += 3) {
+        out[o++] = al[p[i] >> 2];
+        out[o++] = al[(p[i] & 3) << 4 | p[i + 1] >> 4];
+        out[o++] = al[(p[i + 1] & 15) << 2 | p[i + 2] >> 6];
+        out[o++] = al[p[i + 2] & 63];
+    }
+    if (len - i == 1) {
+        out[o++] = al[p[i] >> 2];
+        out[o++] = al[(p[i] & 3) << 4];
+        out[o++] = '=';
+        out[o++] = '=';
+    } else if (len - i == 2) {
+        out[o++] = al[p[i] >> 2];
+        out[o++] = al[(p[i] & 3) << 4 | p[i + 1] >> 4];
+        out[o++] = al[(p[i + 1] & 15) << 2];
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* base64("\0alice\0secret"), base64("\0alice\0wrong"), base64("alice"), base64("secret") */
+#define PLAIN_GOOD    "AGFsaWNlAHNlY3JldA=="
+#define PLAIN_BAD     "AGFsaWNlAHdyb25n"
+#define LOGIN_ALICE   "YWxpY2U="
+#define LOGIN_SECRET  "c2VjcmV0"
+#define LOGIN_WRONG   "d3Jvbmc="
+#define AUTH_OK       "235 2.7.0 Authentication successful\r\n"
+#define AUTH_BAD      "535 5.7.8 Authentication credentials invalid\r\n"
+#define USER_PROMPT   "334 VXNlcm5hbWU6\r\n"
+#define PASS_PROMPT   "334 UGFzc3dvcmQ6\r\n"
+#define BAD_B64       "501 5.5.2 Cannot Base64-decode Client responses\r\n"
+#define BAD_DATA      "501 5.5.2 Invalid authentication data\r\n"
+#define CANCELLED     "501 5.0.0 Authentication cancelled\r\n"
+#define TOO_MANY_AUTH "421 4.7.0 " HOST " Too many authentication failures\r\n"
+
+/* A session that offers AUTH (and checks senders when MAIL_CB), after EHLO. */
+static void open_auth(fx *f, int mail_cb_too)
+{
+    f->auth_offered = 1;
+    f->with_auth_cb = 1;
+    f->with_mail_cb = mail_cb_too;
+    fx_open(f, 0, 0, 0);
+    (void)talk(f, "EHLO c.example\r\n");
+}
+
+/* PLAIN with initial response for the raw message MSG of LEN octets. */
+static const char *auth_plain(fx *f, const char *msg, size_t len)
+{
+    char enc[4096], line[4200];
+
+    assert_true(len < 3000);
+    assert_int_equal(semail__fmt(line, sizeof(line), "AUTH PLAIN %s\r\n", b64(enc, msg, len)), 0);
+    return talk(f, line);
+}
+
+static void test_session__ehlo_advertises_auth_only_when_offered(void **state)
+{
+    fx *f = *state;
+
+    f->with_auth_cb = 1;
+    fx_open(f, 0, 0, 0);
+    assert_null(strstr(talk(f, "EHLO c.example\r\n"), "AUTH"));
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "EHLO c.example\r\n"),
+                        "250-" HOST "\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
+                        "250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 HELP\r\n");
+    assert_string_equal(
+        talk(f, "HELP\r\n"),
+        "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP AUTH\r\n");
+}
+
+static void test_session__offering_auth_needs_a_callback(void **state)
+{
+    semail_session_options o;
+    semail_session *s = NULL;
+
+    assert_int_equal(semail_session_options_init(&o), 0);
+    o.hostname = HOST;
+    o.rcpt = rcpt_cb;
+    o.message = msg_cb;
+    o.auth_offered = 1;
+    assert_int_equal(semail_session_new(&s, &o), SEMAIL_EINVAL);
+    assert_null(s);
+}
+
+static void test_session__auth_in_every_state(void **state)
+{
+    fx *f = *state;
+
+    f->auth_offered = f->with_auth_cb = 1;
+    fx_open(f, 0, 0, 0);
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n"), FIRST);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_INIT);
+    (void)talk(f, "EHLO c.example\r\nMAIL FROM:<s@a.example>\r\n");
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n"),
+                        "503 5.5.1 Not permitted during a mail transaction\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_MAIL);
+    (void)talk(f, "RCPT TO:<r@b.example>\r\n");
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n"),
+                        "503 5.5.1 Not permitted during a mail transaction\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_RCPT);
+    /* In DATA it is message text. */
+    (void)talk(f, "DATA\r\n");
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n"), "");
+    (void)talk(f, ".\r\n");
+    assert_int_equal(f->auth_calls, 0);
+    assert_string_equal(f->msg, "AUTH PLAIN " PLAIN_GOOD "\r\n");
+    /* READY, also after HELO. */
+    assert_string_equal(talk(f, "HELO c.example\r\nAUTH PLAIN " PLAIN_GOOD "\r\n"),
+                        "250 " HOST "\r\n" AUTH_OK);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n"),
+                        "503 5.5.1 Already authenticated\r\n");
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n"), "503 5.5.1 Already authenticated\r\n");
+    assert_int_equal(f->auth_calls, 1);
+    assert_string_equal(talk(f, "AUTH\r\n"),
+                        "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+}
+
+static void test_session__auth_plain_with_initial_response(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    assert_null(semail_session_auth_user(f->s));
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n"), AUTH_OK);
+    assert_int_equal(f->auth_calls, 1);
+    assert_string_equal(f->authcid, "alice");
+    assert_string_equal(f->password, "secret");
+    assert_string_equal(semail_session_auth_user(f->s), "alice");
+    /* The envelope carries the identity to every later callback. */
+    (void)talk(f, PRELUDE_DATA "x\r\n.\r\n");
+    assert_int_equal(f->msg_calls, 1);
+    assert_string_equal(f->env_auth_user, "alice");
+    assert_int_equal(f->env_tls, 0);
+}
+
+static void test_session__envelope_without_auth_has_null_user_and_tls_flag(void **state)
+{
+    fx *f = *state;
+
+    f->tls = 1;
+    fx_open(f, 0, 0, 0);
+    (void)talk(f, PRELUDE_DATA "x\r\n.\r\n");
+    assert_int_equal(f->msg_calls, 1);
+    assert_string_equal(f->env_auth_user, "-");
+    assert_int_equal(f->env_tls, 1);
+}
+
+static void test_session__auth_plain_after_empty_challenge(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "AUTH plain\r\n"), "334 \r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_AUTH);
+    assert_false(semail_session_idle(f->s));
+    assert_string_equal(talk(f, PLAIN_GOOD "\r\n"), AUTH_OK);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    assert_true(semail_session_idle(f->s));
+    assert_string_equal(semail_session_auth_user(f->s), "alice");
+}
+
+static void test_session__auth_plain_authzid_rules(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    /* Acting for someone else: refused before the callback, and counted. */
+    assert_string_equal(auth_plain(f, "bob\0alice\0secret", 16), AUTH_BAD);
+    assert_int_equal(f->auth_calls, 0);
+    assert_int_equal(f->s->auth_failures, 1);
+    assert_string_equal(auth_plain(f, "alic\0alice\0secret", 17), AUTH_BAD);
+    assert_int_equal(f->auth_calls, 0);
+    /* The same identity twice is fine. */
+    assert_string_equal(auth_plain(f, "alice\0alice\0secret", 18), AUTH_OK);
+    assert_int_equal(f->auth_calls, 1);
+}
+
+static void test_session__auth_plain_malformed_messages(void **state)
+{
+    static const struct {
+        const char *msg;
+        size_t len;
+    } bad[] = {
+        {"alicesecret", 11},         /* no NUL */
+        {"\0alicesecret", 12},       /* one NUL */
+        {"\0alice\0sec\0ret", 14},   /* a NUL in the password */
+        {"\0\0secret", 8},           /* empty identity */
+        {"\0alice\0", 7},            /* empty password */
+        {"\0al\x01ice\0secret", 14}, /* control character in the identity */
+        {"\0al\nice\0secret", 14},   /* even LF */
+    };
+    fx *f = *state;
+    char big[SMTP_AUTH_ID_MAX + 20];
+    size_t i;
+
+    open_auth(f, 0);
+    for (i = 0; i < SEMAIL_ARRAY_LEN(bad); i++) {
+        const char *out = auth_plain(f, bad[i].msg, bad[i].len);
+        if (strcmp(out, BAD_DATA) != 0)
+            fail_msg("message %zu: got '%s'", i, out);
+        assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    }
+    /* "AUTH PLAIN =" is the empty response: malformed. */
+    assert_string_equal(talk(f, "AUTH PLAIN =\r\n"), BAD_DATA);
+    /* An identity of 256 octets: "\0" 256 x 'u' "\0" "pw". */
+    big[0] = '\0';
+    memset(big + 1, 'u', SMTP_AUTH_ID_MAX + 1);
+    big[SMTP_AUTH_ID_MAX + 2] = '\0';
+    memcpy(big + SMTP_AUTH_ID_MAX + 3, "pw", 2);
+    assert_string_equal(auth_plain(f, big, SMTP_AUTH_ID_MAX + 5), BAD_DATA);
+    assert_int_equal(f->auth_calls, 0);
+    /* 255 octets reach the callback (which says no). */
+    big[SMTP_AUTH_ID_MAX + 1] = '\0';
+    memcpy(big + SMTP_AUTH_ID_MAX + 2, "pw", 2);
+    assert_string_equal(auth_plain(f, big, SMTP_AUTH_ID_MAX + 4), AUTH_BAD);
+    assert_int_equal(f->auth_calls, 1);
+    assert_int_equal(strlen(f->authcid), SMTP_AUTH_ID_MAX);
+    /* Malformed messages are errors, not failed logins. */
+    assert_int_equal(f->s->auth_failures, 1);
+    assert_int_not_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+}
+
+static void test_session__auth_login_prompts_for_user_and_password(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n"), USER_PROMPT);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_AUTH);
+    assert_string_equal(talk(f, LOGIN_ALICE "\r\n"), PASS_PROMPT);
+    assert_string_equal(f->s->sasl_user, "alice");
+    assert_string_equal(talk(f, LOGIN_SECRET "\r\n"), AUTH_OK);
+    assert_string_equal(f->authcid, "alice");
+    assert_string_equal(semail_session_auth_user(f->s), "alice");
+    /* The user name kept between the steps is wiped. */
+    assert_string_equal(f->s->sasl_user, "");
+}
+
+static void test_session__auth_login_with_initial_response(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "AUTH LOGIN " LOGIN_ALICE "\r\n"), PASS_PROMPT);
+    assert_string_equal(talk(f, LOGIN_WRONG "\r\n"), AUTH_BAD);
+    assert_null(semail_session_auth_user(f->s));
+    assert_string_equal(talk(f, "AUTH LOGIN " LOGIN_ALICE "\r\n" LOGIN_SECRET "\r\n"),
+                        PASS_PROMPT AUTH_OK);
+    assert_int_equal(f->auth_calls, 2);
+}
+
+static void test_session__auth_login_malformed_responses(void **state)
+{
+    fx *f = *state;
+    char line[64];
+
+    open_auth(f, 0);
+    /* A user name with NUL or a control character; an empty password. */
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n"), USER_PROMPT);
+    assert_string_equal(talk(f, b64(line, "al\0ce", 5)), "");
+    assert_string_equal(talk(f, "\r\n"), BAD_DATA);
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n\r\n"), USER_PROMPT BAD_DATA);
+    assert_string_equal(talk(f, "AUTH LOGIN " LOGIN_ALICE "\r\n\r\n"), PASS_PROMPT BAD_DATA);
+    assert_int_equal(semail__fmt(line, sizeof(line), "AUTH LOGIN " LOGIN_ALICE "\r\n%s\r\n",
+                                 "cGEAc3M="), /* "pa\0ss" */
+                     0);
+    assert_string_equal(talk(f, line), PASS_PROMPT BAD_DATA);
+    assert_int_equal(f->auth_calls, 0);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+}
+
+static void test_session__auth_star_cancels_at_every_step(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "AUTH PLAIN\r\n*\r\n"), "334 \r\n" CANCELLED);
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n*\r\n"), USER_PROMPT CANCELLED);
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n" LOGIN_ALICE "\r\n*\r\n"),
+                        USER_PROMPT PASS_PROMPT CANCELLED);
+    assert_string_equal(f->s->sasl_user, "");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    assert_int_equal(f->auth_calls, 0);
+    assert_int_equal(f->s->auth_failures, 0);
+    /* Cancelling is not failing: three of them leave the session open. */
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n"), AUTH_OK);
+}
+
+static void test_session__auth_bad_base64_answers_501(void **state)
+{
+    static const char *const bad[] = {
+        "abc",        /* not a multiple of 4 */
+        "YWJj=",      /* idem */
+        "====",       /* padding only */
+        "YW Jj",      /* a blank */
+        "YWJ=YWJj",   /* padding in the middle */
+        "Zh==",       /* non-canonical: dropped bits set */
+        "YWJ\x01",    /* not in the alphabet */
+        "YWJj\tZGVm", /* tab */
+        "YQ=a",       /* data after padding */
+    };
+    fx *f = *state;
+    char line[64];
+    size_t i;
+
+    open_auth(f, 0);
+    for (i = 0; i < SEMAIL_ARRAY_LEN(bad); i++) {
+        assert_int_equal(semail__fmt(line, sizeof(line), "AUTH PLAIN\r\n%s\r\n", bad[i]), 0);
+        if (strcmp(talk(f, line), "334 \r\n" BAD_B64) != 0)
+            fail_msg("'%s': got '%s'", bad[i], f->out);
+        assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    }
+    assert_string_equal(talk(f, "AUTH LOGIN !!!!\r\n"), BAD_B64);
+    assert_int_equal(f->auth_calls, 0);
+}
+
+static void test_session__base64_decoder_is_strict_and_bounded(void **state)
+{
+    unsigned char out[8];
+
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "", 0), 0);
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "Zg==", 4), 1);
+    assert_memory_equal(out, "f", 1);
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "Zm8=", 4), 2);
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "Zm9v", 4), 3);
+    assert_memory_equal(out, "foo", 3);
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "+/+/", 4), 3);
+    assert_memory_equal(out, "\xfb\xff\xbf", 3);
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "Zm9vYmFy", 8), 6);
+    assert_int_equal(semail__base64_decode(out, 5, "Zm9vYmFy", 8), -1); /* does not fit */
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "Zm9=", 4), -1);
+    assert_int_equal(semail__base64_decode(out, sizeof(out), "Z===", 4), -1);
+}
+
+static void test_session__auth_unknown_mechanism_504(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "AUTH CRAM-MD5\r\n"),
+                        "504 5.5.4 Unrecognized authentication type\r\n");
+    assert_string_equal(talk(f, "AUTH PLAINX " PLAIN_GOOD "\r\n"),
+                        "504 5.5.4 Unrecognized authentication type\r\n");
+    assert_string_equal(talk(f, "AUTH XOAUTH2 abc\r\n"),
+                        "504 5.5.4 Unrecognized authentication type\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+}
+
+static void test_session__auth_not_offered(void **state)
+{
+    fx *f = *state;
+
+    /* No callback at all: AUTH does not exist here. */
+    fx_open(f, 0, 0, 0);
+    assert_string_equal(talk(f, "EHLO c\r\nAUTH PLAIN " PLAIN_GOOD "\r\n" PLAIN_GOOD "\r\n"),
+                        "250-" HOST "\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
+                        "250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n"
+                        "503 5.5.1 Authentication not enabled\r\n"
+                        "500 5.5.2 Command unrecognized\r\n");
+    /* A callback, but a plain connection that does not offer it: go to TLS. */
+    f->with_auth_cb = 1;
+    fx_open(f, 0, 0, 0);
+    assert_string_equal(talk(f, "HELO c\r\nAUTH LOGIN\r\n"),
+                        "250 " HOST "\r\n538 5.7.11 Encryption required for requested "
+                        "authentication mechanism\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    /* On TLS, not offered means not enabled. */
+    f->tls = 1;
+    fx_open(f, 0, 0, 0);
+    assert_string_equal(talk(f, "HELO c\r\nAUTH LOGIN\r\n"),
+                        "250 " HOST "\r\n503 5.5.1 Authentication not enabled\r\n");
+    assert_int_equal(f->auth_calls, 0);
+}
+
+static void test_session__auth_failures_close_with_421_at_the_limit(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_BAD "\r\n"), AUTH_BAD);
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n" LOGIN_ALICE "\r\n" LOGIN_WRONG "\r\n"),
+                        USER_PROMPT PASS_PROMPT AUTH_BAD);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    assert_string_equal(talk(f, "AUTH PLAIN\r\n" PLAIN_BAD "\r\nNOOP\r\n"),
+                        "334 \r\n" TOO_MANY_AUTH);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+    assert_int_equal(f->auth_calls, 3);
+    assert_null(semail_session_auth_user(f->s));
+    /* A limit of one. */
+    f->max_auth_failures = 1;
+    open_auth(f, 0);
+    assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_BAD "\r\n"), TOO_MANY_AUTH);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+}
+
+static void test_session__auth_temporary_failures_are_not_counted(void **state)
+{
+    fx *f = *state;
+    char msg[32];
+    int i;
+
+    open_auth(f, 0);
+    for (i = 0; i < 4; i++) {
+        assert_string_equal(auth_plain(f, "\0alice\0temp", 11),
+                            "454 4.7.0 Temporary authentication failure\r\n");
+        assert_string_equal(auth_plain(f, "\0alice\0tempfail", 15),
+                            "454 4.7.0 Directory unavailable\r\n");
+    }
+    assert_int_equal(f->s->auth_failures, 0);
+    assert_null(semail_session_auth_user(f->s));
+    /* A success given as a bare 250 is still sent as 235. */
+    memcpy(msg, "\0alice\0grant250", 15);
+    assert_string_equal(auth_plain(f, msg, 15), "235 2.7.0 Fine\r\n");
+    assert_string_equal(semail_session_auth_user(f->s), "alice");
+}
+
+static void test_session__auth_response_line_limits(void **state)
+{
+    fx *f = *state;
+    char msg[1 + 4 + 1 + SMTP_AUTH_PASSWORD_MAX + 1];
+    char *line = malloc(SMTP_SASL_LINE_MAX + 10);
+
+    assert_non_null(line);
+    open_auth(f, 0);
+    /* The longest password, after the challenge. */
+    memcpy(msg, "\0long\0", 6);
+    memset(msg + 6, 'p', SMTP_AUTH_PASSWORD_MAX + 1);
+    (void)b64(line, msg, 6 + SMTP_AUTH_PASSWORD_MAX);
+    memcpy(line + strlen(line), "\r\n", 3);
+    assert_string_equal(talk(f, "AUTH PLAIN\r\n"), "334 \r\n");
+    assert_string_equal(talk(f, line), AUTH_OK);
+    assert_string_equal(semail_session_auth_user(f->s), "long");
+    /* One more octet: malformed. */
+    open_auth(f, 0);
+    (void)b64(line, msg, 6 + SMTP_AUTH_PASSWORD_MAX + 1);
+    memcpy(line + strlen(line), "\r\n", 3);
+    assert_string_equal(talk(f, "AUTH PLAIN\r\n"), "334 \r\n");
+    assert_string_equal(talk(f, line), BAD_DATA);
+    /* A response line over SMTP_SASL_LINE_MAX: 500 5.5.6, dropped, bounded. */
+    memset(line, 'A', SMTP_SASL_LINE_MAX + 4);
+    memcpy(line + SMTP_SASL_LINE_MAX + 4, "\r\n", 3);
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n"), USER_PROMPT);
+    assert_string_equal(talk(f, line), "500 5.5.6 Authentication Exchange line is too long\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    assert_string_equal(talk(f, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+    /* Exactly at the limit (CRLF included): read as a response, which does
+     * not decode into the largest message. */
+    memset(line, 'A', SMTP_SASL_LINE_MAX - 2);
+    memcpy(line + SMTP_SASL_LINE_MAX - 2, "\r\n", 3);
+    assert_string_equal(talk(f, "AUTH LOGIN\r\n"), USER_PROMPT);
+    assert_string_equal(talk(f, line), BAD_B64);
+    /* The AUTH line itself is a command line. */
+    memset(line, 'A', 600);
+    memcpy(line, "AUTH PLAIN ", 11);
+    memcpy(line + 600, "\r\n", 3);
+    assert_string_equal(talk(f, line), "500 5.5.2 Line too long\r\n");
+    free(line);
+}
+
+static void test_session__sasl_lines_are_never_commands(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    /* "QUIT" is base64 (of "AB\x13"), and a bad user name. */
+    assert_string_equal(talk(f, "AUTH LOGIN\r\nQUIT\r\n"), USER_PROMPT BAD_DATA);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    assert_string_equal(talk(f, "AUTH PLAIN\r\nRSET\r\n"),
+                        "334 \r\n" BAD_DATA); /* "RSET" is base64 */
+    /* Bare LF does not end a response either. */
+    assert_string_equal(talk(f, "AUTH PLAIN\r\n" PLAIN_GOOD "\nNOOP\r\n"), "334 \r\n" BAD_B64);
+    assert_null(semail_session_auth_user(f->s));
+    /* A pipelined client: AUTH, the response, then the transaction. */
+    assert_string_equal(talk(f, "AUTH PLAIN\r\n" PLAIN_GOOD "\r\nMAIL FROM:<alice@a.example>\r\n"),
+                        "334 \r\n" AUTH_OK "250 2.1.0 Ok\r\n");
+}
+
+static void test_session__auth_survives_rset_and_ehlo(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 0);
+    (void)talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n");
+    (void)talk(f, "RSET\r\nEHLO again.example\r\n");
+    assert_string_equal(semail_session_auth_user(f->s), "alice");
+    assert_string_equal(semail_session_helo(f->s), "again.example");
+}
+
+static void test_session__helo_accessor(void **state)
+{
+    fx *f = *state;
+
+    assert_string_equal(semail_session_helo(f->s), "");
+    (void)talk(f, "HELO first.example\r\n");
+    assert_string_equal(semail_session_helo(f->s), "first.example");
+    assert_null(semail_session_helo(NULL));
+    assert_null(semail_session_auth_user(NULL));
+}
+
+static void test_session__mail_callback_decides_the_sender(void **state)
+{
+    fx *f = *state;
+
+    open_auth(f, 1);
+    assert_string_equal(talk(f, "MAIL FROM:<alice@a.example>\r\n"),
+                        "553 5.7.1 Sender address rejected: not owned by user\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
+    assert_null(f->s->txn);
+    (void)talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n");
+    assert_string_equal(talk(f, "MAIL FROM:<mallory@a.example>\r\n"),
+                        "553 5.7.1 Sender address rejected: not owned by user\r\n");
+    assert_null(f->s->txn);
+    assert_string_equal(talk(f, "RCPT TO:<r@b.example>\r\n"), NEEDMAIL);
+    assert_string_equal(talk(f, "MAIL FROM:<broken@a.example>\r\n"),
+                        "451 4.3.0 Local error in processing\r\n");
+    assert_null(f->s->txn);
+    assert_string_equal(talk(f, "MAIL FROM:<alice@a.example>\r\nRCPT TO:<r@b.example>\r\n"),
+                        "250 2.1.0 Sender ok\r\n250 2.1.5 Ok\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_RCPT);
+    assert_int_equal(f->mail_calls, 4);
+    /* Not called for a MAIL refused before it (syntax, size). */
+    (void)talk(f, "RSET\r\nMAIL FROM:<bad\r\n");
+    assert_int_equal(f->mail_calls, 4);
+}
+
+static const char *const auth_scripts[] = {
+    "EHLO c\r\nAUTH PLAIN\r\n" PLAIN_GOOD "\r\nMAIL FROM:<alice@a.example>\r\nQUIT\r\n",
+    "EHLO c\r\nAUTH LOGIN\r\n" LOGIN_ALICE "\r\n*\r\nAUTH LOGIN " LOGIN_ALICE "\r\n" LOGIN_WRONG
+    "\r\nAUTH PLAIN " PLAIN_BAD "\r\nAUTH PLAIN\r\nx\r\nAUTH PLAIN " PLAIN_BAD "\r\nNOOP\r\n",
+    "EHLO c\r\nAUTH PLAIN\r\nQUIT\nRSET\r\nAUTH PLAIN =\r\nAUTH LOGIN\r\n\r\nNOOP\r\n",
+};
+
+static void test_session__auth_replies_do_not_depend_on_the_pieces(void **state)
+{
+    fx *f = *state;
+    size_t i, piece;
+
+    f->auth_offered = f->with_auth_cb = f->with_mail_cb = 1;
+    for (i = 0; i < SEMAIL_ARRAY_LEN(auth_scripts); i++) {
+        char *whole = run_in_pieces(f, auth_scripts[i], strlen(auth_scripts[i]));
+        assert_non_null(strstr(whole, "334 "));
+        for (piece = 1; piece <= 7; piece++) {
+            char *cut = run_in_pieces(f, auth_scripts[i], piece);
+            if (strcmp(whole, cut) != 0)
+                fail_msg("auth script %zu in pieces of %zu:\n%s\n--- vs whole ---\n%s", i, piece,
+                         cut, whole);
+            free(cut);
+        }
+        free(whole);
+    }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -981,6 +1623,30 @@ int main(void)
         T(test_session__byte_at_a_time_same_replies),
         T(test_session__output_bounded_when_client_does_not_read),
         T(test_session__too_much_paused_input_closes),
+        T(test_session__ehlo_advertises_auth_only_when_offered),
+        T(test_session__offering_auth_needs_a_callback),
+        T(test_session__auth_in_every_state),
+        T(test_session__auth_plain_with_initial_response),
+        T(test_session__envelope_without_auth_has_null_user_and_tls_flag),
+        T(test_session__auth_plain_after_empty_challenge),
+        T(test_session__auth_plain_authzid_rules),
+        T(test_session__auth_plain_malformed_messages),
+        T(test_session__auth_login_prompts_for_user_and_password),
+        T(test_session__auth_login_with_initial_response),
+        T(test_session__auth_login_malformed_responses),
+        T(test_session__auth_star_cancels_at_every_step),
+        T(test_session__auth_bad_base64_answers_501),
+        T(test_session__base64_decoder_is_strict_and_bounded),
+        T(test_session__auth_unknown_mechanism_504),
+        T(test_session__auth_not_offered),
+        T(test_session__auth_failures_close_with_421_at_the_limit),
+        T(test_session__auth_temporary_failures_are_not_counted),
+        T(test_session__auth_response_line_limits),
+        T(test_session__sasl_lines_are_never_commands),
+        T(test_session__auth_survives_rset_and_ehlo),
+        T(test_session__helo_accessor),
+        T(test_session__mail_callback_decides_the_sender),
+        T(test_session__auth_replies_do_not_depend_on_the_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
