@@ -11,8 +11,6 @@
  * for each distinct box, to INBOX and to the `<recipient>,<sender>` folder,
  * all boxes in one all-or-nothing mbox transaction, before the 250.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,9 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "prog.h"
@@ -210,264 +206,26 @@ static int on_rcpt(semail_reply *reply, const semail_envelope *env, const semail
 
 /* ---- delivery ---------------------------------------------------------------- */
 
-/* One box of a transaction: its record and what is appended to it. */
-typedef struct box {
-    const semail_user *user;
-    char address[SEMAIL_PATH_MAX + 3]; /* id@domain, as registered */
-    char prepend[2048];                /* every part is bounded: see build_prepend() */
-    semail_mbox_message msg;
-} box;
-
-/* A transaction being delivered, on the heap: the session thread's stack is small. */
-typedef struct delivery {
-    inbound *ib;
-    const semail_envelope *env;
-    const semail_registry *reg;
-    box *boxes;
-    size_t nbox;
-    char sender[SEMAIL_PATH_MAX + 3]; /* "" for <> */
-    char date[64];                    /* RFC 5322 */
-    char helo[SEMAIL_DOMAIN_MAX + 1]; /* printable ASCII only */
-    char path[PATH_MAX];
-    char folder[SEMAIL_MBOX_FOLDER_MAX];
-    char reason[512]; /* why a delivery failed, for the log only */
-    time_t now;
-} delivery;
-
-static void rfc5322_date(char *out, size_t size, time_t t)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    snprintf(out, size, "%s, %d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
-/* The box that receives RCPT, or NULL (deleted since RCPT was answered). */
-static const semail_user *find_box(delivery *d, const semail_address *rcpt)
-{
-    char domain[SEMAIL_DOMAIN_MAX + 1];
-    const semail_user *u;
-
-    if (rcpt_domain(domain, sizeof(domain), d->ib, rcpt) < 0 ||
-        semail_registry_find_address(&u, d->reg, rcpt->local, domain) < 0)
-        return NULL;
-    return u;
-}
-
-/* Collect the distinct boxes of the recipients. Returns 0 or -1 (REPLY set). */
-static int collect_boxes(delivery *d, semail_reply *reply)
-{
-    size_t i, j;
-
-    for (i = 0; i < d->env->rcpt_count; i++) {
-        const semail_user *u = find_box(d, &d->env->rcpts[i]);
-        if (u == NULL) {
-            semail_reply_set(reply, 451, "4.3.0", "Local delivery failed, try again later");
-            logf_("%s: recipient %s@%s has no box any more", d->env->txn_id, d->env->rcpts[i].local,
-                  d->env->rcpts[i].domain);
-            return -1;
-        }
-        for (j = 0; j < d->nbox && strcmp(d->boxes[j].user->login, u->login) != 0; j++)
-            ;
-        if (j < d->nbox)
-            continue; /* the same box twice: delivered once */
-        d->boxes[d->nbox].user = u;
-        snprintf(d->boxes[d->nbox].address, sizeof(d->boxes[0].address), "%s@%s", u->id, u->domain);
-        d->nbox++;
-    }
-    return 0;
-}
-
-static int build_prepend(delivery *d, box *b)
-{
-    const semail_envelope *env = d->env;
-    int n;
-
-    /* Sender and address <= 258, helo and hostname <= 255, the rest short. */
-    n = snprintf(b->prepend, sizeof(b->prepend),
-                 "Return-Path: <%s>\nReceived: from %s (%s) by %s (SEMail) with %s id "
-                 "%.64s\n\tfor <%s>; %s\n",
-                 d->sender, d->helo, env->client_addr ? env->client_addr : "unknown",
-                 d->ib->hostname, env->esmtp ? "ESMTP" : "SMTP", env->txn_id, b->address, d->date);
-    if (n < 0 || (size_t)n >= sizeof(b->prepend))
-        return -1;
-    b->msg.sender = d->sender;
-    b->msg.date = d->now;
-    b->msg.prepend = b->prepend;
-    b->msg.prepend_len = (size_t)n;
-    return 0;
-}
-
-/* Create a missing mbox as the box's owner. One transaction holds the
- * appends of several boxes but has one owner option, so files are made
- * here with the right owner; the append itself never creates them then.
- * The new entry is made durable here, since the append will find the file
- * existing and fsync only its data. A rolled-back delivery leaves the
- * empty file behind: an empty mbox is a valid, empty folder. */
-static void precreate(const char *path, const semail_user *u)
-{
-    int fd, dfd;
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-
-    if (geteuid() != 0)
-        return;
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return; /* exists, or the append reports the error */
-    if (fchown(fd, u->uid, u->gid) < 0)
-        logf_("chown %s: %s", path, strerror(errno));
-    close(fd);
-    if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
-        return;
-    memcpy(dir, path, (size_t)(slash - path));
-    dir[slash - path] = '\0';
-    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-        if (fsync(dfd) < 0 && errno != EINVAL)
-            logf_("fsync %s: %s", dir, strerror(errno));
-        close(dfd);
-    }
-}
-
-static int join_path(char *out, size_t size, const char *a, const char *b, const char *c)
-{
-    int n = snprintf(out, size, "%s/%s/%s", a, b, c);
-    return (n < 0 || (size_t)n >= size) ? -1 : 0;
-}
-
-static int path_too_long(delivery *d)
-{
-    snprintf(d->reason, sizeof(d->reason), "mbox path too long under %s", d->ib->mail_root);
-    return SEMAIL_ETOOBIG;
-}
-
-static int add_appends(delivery *d, semail_mbox_txn *txn, box *b, const char *data, size_t len)
-{
-    int err;
-
-    b->msg.data = data;
-    b->msg.data_len = len;
-    if (join_path(d->path, sizeof(d->path), d->ib->mail_root, b->user->login, "INBOX") < 0)
-        return path_too_long(d);
-    precreate(d->path, b->user);
-    if ((err = semail_mbox_txn_add(txn, d->path, &b->msg)) < 0)
-        return err;
-    if ((err = semail_mbox_folder_name(d->folder, sizeof(d->folder), b->address, d->sender)) < 0)
-        return err;
-    if (join_path(d->path, sizeof(d->path), d->ib->mail_root, b->user->login, d->folder) < 0)
-        return path_too_long(d);
-    precreate(d->path, b->user);
-    return semail_mbox_txn_add(txn, d->path, &b->msg);
-}
-
-static int deliver(delivery *d, const char *data, size_t len)
-{
-    semail_mbox_txn *txn = NULL;
-    size_t i;
-    int err;
-
-    semail_mbox_options mopts;
-
-    /* Not root ([global] user set): new mboxes are group-readable and
-     * -writable, the mail directory's group and default ACL do the rest. */
-    semail_mbox_options_init(&mopts);
-    if (geteuid() != 0)
-        mopts.file_mode = 0660;
-    if ((err = semail_mbox_txn_new(&txn, &mopts)) < 0)
-        return err;
-    for (i = 0; i < d->nbox && err == 0; i++) {
-        if (build_prepend(d, &d->boxes[i]) < 0) {
-            snprintf(d->reason, sizeof(d->reason), "headers too long");
-            err = SEMAIL_ETOOBIG;
-        } else
-            err = add_appends(d, txn, &d->boxes[i], data, len);
-    }
-    if (err == 0)
-        err = semail_mbox_txn_commit(txn);
-    if (err < 0 && d->reason[0] == '\0')
-        snprintf(d->reason, sizeof(d->reason), "%s", semail_error_last());
-    semail_mbox_txn_free(txn);
-    return err;
-}
-
-static void map_result(semail_reply *reply, int err, const char *txn_id)
-{
-    if (err == 0)
-        semail_reply_set(reply, 250, "2.0.0", "Ok: queued as %s", txn_id);
-    else if (err == SEMAIL_EFULL)
-        semail_reply_set(reply, 452, "4.2.2", "Mailbox full");
-    else if (err == SEMAIL_ELOCKED)
-        semail_reply_set(reply, 451, "4.2.0", "Mailbox locked, try again later");
-    else
-        semail_reply_set(reply, 451, "4.3.0", "Local delivery failed, try again later");
-}
-
-static void log_delivery(const delivery *d, const semail_reply *reply, size_t len,
-                         const char *reason)
-{
-    char to[1024];
-    size_t i, n = 0;
-
-    to[0] = '\0';
-    for (i = 0; i < d->nbox && n < sizeof(to); i++) {
-        int w = snprintf(to + n, sizeof(to) - n, "%s<%s>", i ? "," : "", d->boxes[i].address);
-        if (w < 0)
-            break;
-        n += (size_t)w;
-    }
-    logf_("%s: client=%s from=<%s> to=%s size=%zu result=%d %s%s%s", d->env->txn_id,
-          d->env->client_addr ? d->env->client_addr : "unknown", d->sender, to, len, reply->code,
-          reply->enhanced, reason ? " reason=" : "", reason ? reason : "");
-}
-
-static void clean_helo(char *out, size_t size, const char *helo)
-{
-    size_t i;
-    for (i = 0; helo && helo[i] && i + 1 < size; i++) {
-        unsigned char c = (unsigned char)helo[i];
-        out[i] = (c > 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    out[i] = '\0';
-}
-
+/* The message goes to the recipients' boxes through the library's local
+ * delivery (include/semail/deliver.h), the code semail-outbound uses for
+ * bounces too; its log lines come here. */
 static int on_message(semail_reply *reply, const semail_envelope *env, const char *data, size_t len,
                       void *payload)
 {
-    delivery *d = calloc(1, sizeof(*d));
-    int err = 0;
+    inbound *ib = payload;
+    semail_deliver_local_options o;
+    const semail_registry *reg;
+    int err;
 
-    if (d == NULL ||
-        (d->boxes = calloc(env->rcpt_count ? env->rcpt_count : 1, sizeof(box))) == NULL) {
-        free(d);
-        return SEMAIL_ENOMEM;
-    }
-    d->ib = payload;
-    d->env = env;
-    d->now = time(NULL);
-    rfc5322_date(d->date, sizeof(d->date), d->now);
-    clean_helo(d->helo, sizeof(d->helo), env->helo);
-    if (env->sender->is_null ||
-        semail_address_format(d->sender, sizeof(d->sender), env->sender) < 0)
-        d->sender[0] = '\0';
-    if ((err = acquire(&d->reg, d->ib)) < 0)
-        goto done;
-    if (collect_boxes(d, reply) < 0) {
-        log_delivery(d, reply, len, "a recipient has no box any more");
-        goto done;
-    }
-    err = deliver(d, data, len);
-    map_result(reply, err, env->txn_id);
-    log_delivery(d, reply, len, err < 0 ? d->reason : NULL);
-    err = 0;
-done:
-    if (d->reg)
-        semail_registry_cache_release(d->ib->cache, d->reg);
-    free(d->boxes);
-    free(d);
+    semail_deliver_local_options_init(&o);
+    o.mail_root = ib->mail_root;
+    o.hostname = ib->hostname;
+    o.domain = ib->domain;
+    o.log = server_log_cb;
+    if ((err = acquire(&reg, ib)) < 0)
+        return err;
+    err = semail_deliver_local(reply, &o, reg, env, data, len);
+    semail_registry_cache_release(ib->cache, reg);
     return err;
 }
 

@@ -61,6 +61,9 @@ const struct semail__cfg_key semail__cfg_schema[] = {
     KEY("outbound", "retry_schedule", CFG_DURATION_LIST, 0, "5m, 10m, 30m, 1h, 2h, 4h"),
     KEY("outbound", "max_queue_lifetime", CFG_DURATION, 0, "5d"),
     KEY("outbound", "allow_plaintext_auth", CFG_BOOL, 0, "no"),
+    KEYMAX("outbound", "workers", CFG_UINT, 0, "4", 256),
+    KEY("outbound", "connect_timeout", CFG_DURATION, 0, "30s"),
+    KEY("outbound", "command_timeout", CFG_DURATION, 0, "5m"),
     /* [storage] */
     ENUMKEY("storage", "backend", "image", "image|lvm|directory"),
     KEY("storage", "image_dir", CFG_PATH, 0, "/var/lib/semail/images"),
@@ -87,5 +90,8 @@ const struct semail__cfg_key semail__cfg_schema[] = {
     KEY("ldap", "filter", CFG_LDAP_TEMPLATE, CFG_EMPTY_OK, "(uid=%u)"),
     KEY("ldap", "bind_dn", CFG_LDAP_TEMPLATE, CFG_EMPTY_OK, ""),
     KEY("ldap", "ca_file", CFG_PATH, CFG_EMPTY_OK, ""),
+    KEY("ldap", "search_dn", CFG_STRING, CFG_EMPTY_OK, ""),
+    KEY("ldap", "search_password_file", CFG_PATH, CFG_EMPTY_OK, ""),
+    KEY("ldap", "timeout", CFG_DURATION, 0, "5s"),
 };
 const size_t semail__cfg_nkeys = SEMAIL_ARRAY_LEN(semail__cfg_schema);

@@ -21,9 +21,15 @@
 #include "semail/mbox.h"
 #include "semail/registry.h"
 #include "semail/mx.h"
+#include "semail/dns.h"
 #include "semail/server.h"
 #include "semail/queue.h"
 #include "semail/dsn.h"
 #include "semail/client.h"
+#include "semail/net.h"
+#include "semail/deliver.h"
+#include "semail/relay.h"
+#include "semail/ldap.h"
+#include "semail/storage.h"
 
 #endif

@@ -65,3 +65,115 @@ def server(platform):
 def users(platform):
     """alice@alice.semail.test and bob@bob.semail.test."""
     return {"alice": platform.create_user("alice"), "bob": platform.create_user("bob")}
+
+
+# --------------------------------------------------------------------------
+# semail-outbound (tests/integration/test_outbound_*.py; helpers in outbound_it.py)
+#
+# - `named_server`, `slapd_server`, `tls_pair`: started once per session, on
+#   free loopback ports, stopped at the end (only when a test asks for them).
+# - `oplatform`: a platform whose config has [outbound] (resolver = the
+#   session's named, remote_port = the platform's port) and [ldap] (slapd),
+#   with alice@alice.semail.test and bob@bob.semail.test registered.
+# - `outbound`: a factory like `server`: `outbound(**outbound_settings)`
+#   starts semail-outbound; teardown SIGTERMs it and asserts exit 0 and a
+#   clean sanitizer report.
+# - `remotes`: `remotes.sink(addr)` (Postfix smtp-sink) and
+#   `remotes.scripted(addr, script)` on addr:remote_port; stopped at teardown.
+
+import outbound_it as ot
+
+
+@pytest.fixture(scope="session")
+def tls_pair(tmp_path_factory):
+    return ot.make_tls_pair(str(tmp_path_factory.mktemp("tls")))
+
+
+@pytest.fixture(scope="session")
+def named_server(tmp_path_factory):
+    srv = ot.Named(tmp_path_factory.mktemp("named"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def slapd_server(tmp_path_factory, tls_pair):
+    srv = ot.Slapd(tmp_path_factory.mktemp("slapd"), *tls_pair)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def oplatform(tmp_path, named_server, slapd_server, tls_pair):
+    p = ot.OutboundPlatform(tmp_path, named_server, slapd_server, tls_pair)
+    # The boxes are made without [ldap]: registering them is not what these
+    # tests are about, and semail-admin need not reach the directory for it.
+    p.ldap = None
+    p.write_config()
+    p.create_user("alice")
+    p.create_user("bob")
+    p.ldap = {}
+    p.write_config()
+    return p
+
+
+@pytest.fixture
+def outbound(oplatform):
+    started = []
+
+    def start(**settings):
+        if settings:
+            oplatform.set_outbound(**settings)
+        srv = ot.Outbound(oplatform)
+        started.append(srv)
+        return srv.start()
+
+    yield start
+    errors = []
+    for srv in started:
+        try:
+            srv.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+class _Remotes:
+    def __init__(self, port):
+        self.port = port
+        self.all = []
+
+    def sink(self, addr, name=None):
+        s = ot.SmtpSink(addr, self.port, name).start()
+        self.all.append(s)
+        return s
+
+    def scripted(self, addr, script=None, name=None):
+        s = ot.ScriptedSmtp(addr, self.port, script, name).start()
+        self.all.append(s)
+        return s
+
+    def close(self):
+        errors = []
+        for s in self.all:
+            try:
+                s.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+            s.cleanup()
+        return errors
+
+
+@pytest.fixture
+def remotes(request):
+    """Remote servers on the test's remote port (the oplatform's, or a free one)."""
+    port = (request.getfixturevalue("oplatform").remote_port
+            if "oplatform" in request.fixturenames else ot.free_port())
+    r = _Remotes(port)
+    yield r
+    errors = r.close()
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
