@@ -3,14 +3,16 @@
  *
  * Contract (Postfix's mail_copy.c, for several files at once): lock every
  * distinct path in strcmp() order (two transactions never deadlock), note
- * each size, append every message in the order added, fdatasync every
- * file (and the directory of a new one). Any failed write or sync: every
- * file is truncated back to its size and synced, a file that did not exist
- * is unlinked, all while still locked; ENOSPC/EDQUOT/EFBIG give
- * SEMAIL_EFULL, other failures SEMAIL_EIO. Then the locks are dropped.
- * The output goes through one 64 KiB buffer per commit: a message is never
- * copied whole. Writes and syncs go through a per-transaction seam
- * (semail__mbox_txn_set_io) so that tests can fail any of them.
+ * each size (in the dot-lock too, so that the append of a process killed
+ * mid-write is cut away by the next one: mbox_recover.c), append every
+ * message in the order added, fdatasync every file (and the directory of a
+ * new one). Any failed write or sync: every file is truncated back to its
+ * size and synced, a file that did not exist is unlinked, all while still
+ * locked; ENOSPC/EDQUOT/EFBIG give SEMAIL_EFULL, other failures SEMAIL_EIO.
+ * Then the locks are dropped. The output goes through one 64 KiB buffer
+ * per commit: a message is never copied whole. Writes and syncs go through
+ * a per-transaction seam (semail__mbox_txn_set_io) so that tests can fail
+ * any of them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +41,7 @@ struct semail_mbox_txn {
     append *appends;
     size_t n, cap;
     bool committed;
+    unsigned int recovered; /* mboxes cut back after another process crashed */
 };
 
 /* One distinct mbox of a commit. */
@@ -131,6 +134,11 @@ int semail_mbox_txn_new(semail_mbox_txn **out_txn, const semail_mbox_options *op
 void semail__mbox_txn_set_io(semail_mbox_txn *txn, const semail__mbox_io *io)
 {
     txn->io = io ? *io : real_io;
+}
+
+unsigned int semail__mbox_txn_recovered(const semail_mbox_txn *txn)
+{
+    return txn->recovered;
 }
 
 int semail_mbox_txn_add(semail_mbox_txn *txn, const char *path, const semail_mbox_message *msg)
@@ -335,6 +343,7 @@ static int lock_all(semail_mbox_txn *txn, target *targets, size_t n)
         if ((err = semail__mbox_lock(&targets[i].lk, targets[i].path, &txn->opts, &deadline)) < 0)
             return err;
         targets[i].locked = true;
+        txn->recovered += targets[i].lk.recovered;
     }
     return 0;
 }

@@ -2,18 +2,22 @@
  * mbox_lock.c - lock one mbox as mutt, Dovecot and procmail do.
  *
  * Contract: PATH.lock is created O_CREAT|O_EXCL|O_NOFOLLOW and holds our
- * PID (procmail); a dot-lock whose mtime is older than stale_lock_s is
- * removed. The mbox is opened without following a symlink, created with
- * opts.file_mode (and chowned to opts.uid/gid when root) when missing; an
- * existing one must be a regular file with one link and the inode lstat()
- * saw. Then a whole-file write lock with an open-file-description lock
+ * PID (procmail) and, once the mbox is locked and measured, the undo record
+ * of mbox_recover.c, written before any data byte. A dot-lock with such a
+ * record from a dead process of this boot is taken over at once and the
+ * mbox cut back (mbox_recover.c); any other dot-lock whose mtime is older
+ * than stale_lock_s is removed. The mbox is opened without following a
+ * symlink, created with opts.file_mode (and chowned to opts.uid/gid when
+ * root) when missing; an existing one must be a regular file with one link
+ * and the inode lstat() saw. Then a whole-file write lock with an open-file-description lock
  * (F_OFD_SETLK): it conflicts with the fcntl() locks of mutt and Dovecot
  * and, unlike those, with other threads of this process. Both waits are
  * polled until the caller's deadline, then SEMAIL_ELOCKED.
  *
  * Known race (shared with procmail): two lockers that both find the same
- * stale dot-lock may both remove it, the second removing the first's
- * fresh lock; the kernel lock still keeps their writes apart.
+ * stale dot-lock (by age) may both remove it, the second removing the
+ * first's fresh lock; the kernel lock still keeps their writes apart. The
+ * take-over of a crashed holder's lock has no such race.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,9 +76,8 @@ static void remove_if_stale(const char *lockpath, unsigned int stale_s)
 static int dotlock(semail__mbox_locked *lk, const semail_mbox_options *opts,
                    const struct timespec *deadline)
 {
-    char pid[32];
     long delay_ms = 5;
-    int fd, len;
+    int fd, held;
 
     for (;;) {
         fd = open(lk->lockpath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -82,16 +85,18 @@ static int dotlock(semail__mbox_locked *lk, const semail_mbox_options *opts,
             break;
         if (errno != EEXIST)
             return semail__errno(semail__errno_code(errno), errno, "dot-lock %s", lk->lockpath);
-        remove_if_stale(lk->lockpath, opts->stale_lock_s);
+        /* Checked at every turn: a crashed holder is noticed as soon as it is reaped. */
+        if ((held = semail__mbox_take_over(lk)) == SEMAIL__MBOX_TAKEN)
+            return 0;
+        if (held == SEMAIL__MBOX_PLAIN)
+            remove_if_stale(lk->lockpath, opts->stale_lock_s);
         if (!wait_a_bit(deadline, &delay_ms))
             return semail__err(SEMAIL_ELOCKED, "%s is locked (dot-lock)", lk->path);
     }
     lk->dotlocked = true;
-    len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    /* The content is informative only: a failure to write it is not fatal. */
-    if (len > 0)
-        (void)semail__write_all(fd, pid, (size_t)len);
-    close(fd);
+    lk->lockfd = fd;
+    /* Nothing to undo yet: a failure here is not fatal, the record below is. */
+    (void)semail__mbox_write_lock(lk, (long)getpid(), NULL);
     return 0;
 }
 
@@ -203,6 +208,8 @@ static int measure(semail__mbox_locked *lk)
     if (fstat(lk->fd, &st) < 0)
         return semail__errno(SEMAIL_EIO, errno, "fstat %s", lk->path);
     lk->size = st.st_size;
+    lk->dev = (unsigned long long)st.st_dev;
+    lk->ino = (unsigned long long)st.st_ino;
     lk->needs_nl = false;
     if (st.st_size > 0) {
         ssize_t r = pread(lk->fd, &last, 1, st.st_size - 1);
@@ -213,6 +220,16 @@ static int measure(semail__mbox_locked *lk)
     return 0;
 }
 
+/* The undo record, before the first data byte (mbox_recover.c). */
+static int record_undo(semail__mbox_locked *lk)
+{
+    semail__mbox_undo undo = {(long)getpid(), true, lk->dev, lk->ino, lk->size};
+
+    if (lk->owner[0] == '\0')
+        return 0; /* no /proc: a plain dot-lock, as procmail's */
+    return semail__mbox_write_lock(lk, undo.pid, &undo);
+}
+
 int semail__mbox_lock(semail__mbox_locked *lk, const char *path, const semail_mbox_options *opts,
                       const struct timespec *deadline)
 {
@@ -221,6 +238,8 @@ int semail__mbox_lock(semail__mbox_locked *lk, const char *path, const semail_mb
 
     memset(lk, 0, sizeof(*lk));
     lk->fd = -1;
+    lk->lockfd = -1;
+    semail__mbox_owner(lk->owner, sizeof(lk->owner));
     if ((lk->path = semail__strdup(path)) == NULL || (lk->lockpath = malloc(len + 6)) == NULL) {
         err = semail__err(SEMAIL_ENOMEM, "out of memory");
         goto done;
@@ -228,12 +247,16 @@ int semail__mbox_lock(semail__mbox_locked *lk, const char *path, const semail_mb
     memcpy(lk->lockpath, path, len);
     memcpy(lk->lockpath + len, ".lock", 6);
     if ((err = dotlock(lk, opts, deadline)) < 0 || (err = open_mbox(lk, opts)) < 0 ||
-        (err = kernel_lock(lk, deadline)) < 0 || (err = measure(lk)) < 0)
+        (err = kernel_lock(lk, deadline)) < 0 || (err = semail__mbox_recover(lk)) < 0 ||
+        (err = measure(lk)) < 0 || (err = record_undo(lk)) < 0)
         goto done;
     return 0;
 done:
     if (lk->created)
         (void)unlink(lk->path);
+    /* A crashed append not undone yet is left to the next locker (unless the mbox is unusable). */
+    if (err == SEMAIL_ELOCKED || err == SEMAIL_EIO)
+        semail__mbox_give_back(lk);
     semail__mbox_unlock(lk);
     return err;
 }
@@ -243,6 +266,9 @@ void semail__mbox_unlock(semail__mbox_locked *lk)
     if (lk->fd >= 0)
         close(lk->fd);
     lk->fd = -1;
+    if (lk->lockfd >= 0)
+        close(lk->lockfd);
+    lk->lockfd = -1;
     if (lk->dotlocked && lk->lockpath != NULL)
         (void)unlink(lk->lockpath);
     lk->dotlocked = false;

@@ -12,6 +12,10 @@
  * A transaction (::semail_mbox_txn) appends one message to several mboxes
  * and is all-or-nothing: after semail_mbox_txn_commit() returns 0 every
  * append is on disk (fsync'd); after it fails every file has its old size.
+ * A process killed in the middle of a commit leaves each mbox's size
+ * before the append in the `FILE.lock` dot-lock (after the pid line that
+ * procmail reads); the next append to that mbox on the same machine, in
+ * the same boot, cuts the partial append away before writing its own.
  *
  * Folder names: semail_mbox_folder_name() builds the `<recipient>,<sender>`
  * name under which a copy of each message is kept beside `INBOX`.

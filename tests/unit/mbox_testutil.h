@@ -106,6 +106,38 @@ static inline semail_mbox_options tu_opts(unsigned int timeout_ms)
     return o;
 }
 
+/*
+ * "semail <boot-id> <pid-ns>" as the dot-lock's record starts, found here
+ * independently of the library (the namespace by stat(), not readlink()).
+ */
+static inline void tu_owner(char *out, size_t size)
+{
+    char boot[64] = "";
+    struct stat st;
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, boot, sizeof(boot) - 1), 37);
+    close(fd);
+    boot[36] = '\0';
+    assert_int_equal(stat("/proc/self/ns/pid", &st), 0);
+    int n = snprintf(out, size, "semail %s %llu", boot, (unsigned long long)st.st_ino);
+    assert_true(n > 0 && (size_t)n < size);
+}
+
+/* The dot-lock content of PID appending to MBOX (as it is now) from SIZE bytes. */
+static inline void tu_lock_content(char *out, size_t size, long pid, const char *mbox, off_t from)
+{
+    char owner[128];
+    struct stat st;
+
+    tu_owner(owner, sizeof(owner));
+    assert_int_equal(stat(mbox, &st), 0);
+    int n = snprintf(out, size, "%ld\n%s %llu:%llu %lld\n", pid, owner,
+                     (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)from);
+    assert_true(n > 0 && (size_t)n < size);
+}
+
 static inline long tu_elapsed_ms(const struct timespec *t0)
 {
     struct timespec t1;

@@ -92,13 +92,14 @@ static void test_mbox_lock__removes_a_stale_dot_lock(void **state)
     assert_int_equal(semail_mbox_append(fx->path, &m, &o), SEMAIL_ELOCKED);
 }
 
-static void test_mbox_lock__dot_lock_holds_the_pid(void **state)
+/* "<pid>\n" for procmail, then the undo record, in place before any data byte. */
+static void test_mbox_lock__dot_lock_holds_the_pid_and_the_undo_record(void **state)
 {
     fixture *fx = *state;
     semail__mbox_locked lk;
     semail_mbox_options o = tu_opts(1000);
     struct timespec deadline;
-    char expected[32];
+    char expected[256];
     size_t len;
 
     o.stale_lock_s = 300;
@@ -108,12 +109,20 @@ static void test_mbox_lock__dot_lock_holds_the_pid(void **state)
     assert_true(lk.created);
     assert_int_equal(lk.size, 0);
     char *got = tu_read(fx->lock, &len);
-    snprintf(expected, sizeof(expected), "%ld\n", (long)getpid());
+    tu_lock_content(expected, sizeof(expected), (long)getpid(), fx->path, 0);
     assert_string_equal(got, expected);
     free(got);
     semail__mbox_unlock(&lk);
     assert_false(tu_exists(fx->lock));
     semail__mbox_unlock(&lk); /* idempotent */
+
+    tu_write(fx->path, old, sizeof(old) - 1);
+    assert_int_equal(semail__mbox_lock(&lk, fx->path, &o, &deadline), 0);
+    got = tu_read(fx->lock, &len);
+    tu_lock_content(expected, sizeof(expected), (long)getpid(), fx->path, sizeof(old) - 1);
+    assert_string_equal(got, expected);
+    free(got);
+    semail__mbox_unlock(&lk);
 }
 
 /* A child holds a POSIX fcntl() lock, as mutt and Dovecot take. */
@@ -290,7 +299,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_mbox_lock__held_dot_lock_times_out),
         T(test_mbox_lock__removes_a_stale_dot_lock),
-        T(test_mbox_lock__dot_lock_holds_the_pid),
+        T(test_mbox_lock__dot_lock_holds_the_pid_and_the_undo_record),
         T(test_mbox_lock__waits_for_the_fcntl_lock_of_another_process),
         T(test_mbox_lock__kernel_lock_conflicts_within_the_process),
         T(test_mbox_lock__refuses_a_symlink),
