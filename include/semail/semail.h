@@ -31,5 +31,6 @@
 #include "semail/relay.h"
 #include "semail/ldap.h"
 #include "semail/storage.h"
+#include "semail/container.h"
 
 #endif
