@@ -84,9 +84,10 @@ void prog_vlog(const char *name, const char *fmt, va_list ap)
 
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s[%d]: ",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 (int)(tv.tv_usec / 1000), name, (int)getpid());
+    n = snprintf(line, sizeof(line),
+                 "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s[%d]: ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000), name,
+                 (int)getpid());
     if (n < 0 || (size_t)n >= sizeof(line) - 2)
         return;
     m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -14,7 +14,7 @@
 
 #include "semail/errors.h"
 
-#define SEMAIL_HIDDEN __attribute__((visibility("hidden")))
+#define SEMAIL_HIDDEN       __attribute__((visibility("hidden")))
 #define SEMAIL_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define SEMAIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -19,19 +19,19 @@ SEMAIL_BEGIN_DECLS
 
 /** Error codes returned (negated) by libsemail functions. */
 typedef enum semail_err {
-    SEMAIL_OK = 0,          /**< Success. */
-    SEMAIL_ERROR = -1,      /**< A failure no caller is expected to act on. */
-    SEMAIL_ENOTFOUND = -3,  /**< The object asked for does not exist. */
-    SEMAIL_EEXISTS = -4,    /**< The object to create already exists. */
-    SEMAIL_ELOCKED = -5,    /**< A lock could not be taken in time: retry later. */
-    SEMAIL_ETEMP = -6,      /**< A transient failure: the same call may succeed later. */
-    SEMAIL_EFULL = -7,      /**< No space left (the person's filesystem or the spool). */
-    SEMAIL_EINVAL = -8,     /**< An argument or an input is malformed. */
-    SEMAIL_ENOMEM = -9,     /**< Out of memory. */
-    SEMAIL_EIO = -10,       /**< A system call failed (see the message). */
-    SEMAIL_ECONFIG = -11,   /**< The configuration is invalid (the message names file, line, key). */
-    SEMAIL_ETOOBIG = -12,   /**< An input exceeds a configured limit. */
-    SEMAIL_EPERM = -13      /**< The operation is not permitted. */
+    SEMAIL_OK = 0,         /**< Success. */
+    SEMAIL_ERROR = -1,     /**< A failure no caller is expected to act on. */
+    SEMAIL_ENOTFOUND = -3, /**< The object asked for does not exist. */
+    SEMAIL_EEXISTS = -4,   /**< The object to create already exists. */
+    SEMAIL_ELOCKED = -5,   /**< A lock could not be taken in time: retry later. */
+    SEMAIL_ETEMP = -6,     /**< A transient failure: the same call may succeed later. */
+    SEMAIL_EFULL = -7,     /**< No space left (the person's filesystem or the spool). */
+    SEMAIL_EINVAL = -8,    /**< An argument or an input is malformed. */
+    SEMAIL_ENOMEM = -9,    /**< Out of memory. */
+    SEMAIL_EIO = -10,      /**< A system call failed (see the message). */
+    SEMAIL_ECONFIG = -11,  /**< The configuration is invalid (the message names file, line, key). */
+    SEMAIL_ETOOBIG = -12,  /**< An input exceeds a configured limit. */
+    SEMAIL_EPERM = -13     /**< The operation is not permitted. */
 } semail_err;
 
 /**

@@ -51,12 +51,15 @@ SEMAIL_EXTERN int semail_mbox_folder_name(char *out, size_t size, const char *re
 
 /** One message to append. Buffers stay owned by the caller. */
 typedef struct semail_mbox_message {
-    const char *sender;        /**< Envelope sender for the `From ` line; NULL or "" gives MAILER-DAEMON; each byte <= 0x20 or 0x7f in it is written `_` (readers split that line on spaces). */
-    time_t date;               /**< Arrival time for the `From ` line; 0: now. */
-    const char *prepend;       /**< Headers to put first (Return-Path:, Received:), LF or CRLF lines; may be NULL. */
-    size_t prepend_len;        /**< Length of @p prepend. */
-    const char *data;          /**< The message (header and body), LF or CRLF lines. */
-    size_t data_len;           /**< Length of @p data. */
+    const char *
+        sender; /**< Envelope sender for the `From ` line; NULL or "" gives MAILER-DAEMON; each byte
+                   <= 0x20 or 0x7f in it is written `_` (readers split that line on spaces). */
+    time_t date;         /**< Arrival time for the `From ` line; 0: now. */
+    const char *prepend; /**< Headers to put first (Return-Path:, Received:), LF or CRLF lines; may
+                            be NULL. */
+    size_t prepend_len;  /**< Length of @p prepend. */
+    const char *data;    /**< The message (header and body), LF or CRLF lines. */
+    size_t data_len;     /**< Length of @p data. */
 } semail_mbox_message;
 
 /** Version of ::semail_mbox_options known to these headers. */
@@ -64,17 +67,20 @@ typedef struct semail_mbox_message {
 
 /** Options for appends. */
 typedef struct semail_mbox_options {
-    unsigned int version;         /**< SEMAIL_MBOX_OPTIONS_VERSION. */
-    unsigned int lock_timeout_ms; /**< Give up on a lock after this long (::SEMAIL_ELOCKED); 0: 30000. */
-    unsigned int stale_lock_s;    /**< A dot-lock older than this is removed; 0: 300. */
-    int file_mode;                /**< Mode of a new mbox; 0: 0600. */
-    uid_t uid;                    /**< Owner of a new mbox when running as root; (uid_t)-1: keep. */
-    gid_t gid;                    /**< Group of a new mbox when running as root; (gid_t)-1: keep. */
+    unsigned int version; /**< SEMAIL_MBOX_OPTIONS_VERSION. */
+    unsigned int
+        lock_timeout_ms; /**< Give up on a lock after this long (::SEMAIL_ELOCKED); 0: 30000. */
+    unsigned int stale_lock_s; /**< A dot-lock older than this is removed; 0: 300. */
+    int file_mode;             /**< Mode of a new mbox; 0: 0600. */
+    uid_t uid;                 /**< Owner of a new mbox when running as root; (uid_t)-1: keep. */
+    gid_t gid;                 /**< Group of a new mbox when running as root; (gid_t)-1: keep. */
 } semail_mbox_options;
 
 /** Static initializer: defaults, and keep owner and group. */
 #define SEMAIL_MBOX_OPTIONS_INIT                                                                   \
-    {.version = SEMAIL_MBOX_OPTIONS_VERSION, .uid = (uid_t)-1, .gid = (gid_t)-1}
+    {                                                                                              \
+        .version = SEMAIL_MBOX_OPTIONS_VERSION, .uid = (uid_t)-1, .gid = (gid_t)-1                 \
+    }
 
 /** Initialize @p opts to the defaults. Returns 0 or ::SEMAIL_EINVAL. */
 SEMAIL_EXTERN int semail_mbox_options_init(semail_mbox_options *opts);

@@ -46,20 +46,20 @@ typedef enum semail_user_state {
  * Optional strings are NULL when absent.
  */
 typedef struct semail_user {
-    unsigned int version;          /**< SEMAIL_USER_VERSION. */
-    const char *login;             /**< Directory account, `[a-z0-9._-]`, 1-32 bytes, unique. */
-    const char *id;                /**< Local part of the address, same rules as login. */
-    const char *domain;            /**< Domain of the address, lower case. */
-    semail_domain_kind kind;       /**< Subdomain of the platform, or own domain. */
-    uid_t uid;                     /**< Owner of the person's files. */
-    gid_t gid;                     /**< Group of the person's files. */
-    const char *storage;           /**< Storage backend: "image", "lvm" or "directory". */
-    uint64_t size;                 /**< Filesystem size in bytes (0: none). */
-    const char *container;         /**< Container name, NULL without a container. */
-    int ssh_port;                  /**< Published SSH port, 0 without a container. */
-    const char *ssh_keys;          /**< authorized_keys lines separated by LF, or NULL. */
-    semail_user_state state;       /**< Life-cycle state. */
-    int64_t created;               /**< Creation time, seconds since the epoch. */
+    unsigned int version;    /**< SEMAIL_USER_VERSION. */
+    const char *login;       /**< Directory account, `[a-z0-9._-]`, 1-32 bytes, unique. */
+    const char *id;          /**< Local part of the address, same rules as login. */
+    const char *domain;      /**< Domain of the address, lower case. */
+    semail_domain_kind kind; /**< Subdomain of the platform, or own domain. */
+    uid_t uid;               /**< Owner of the person's files. */
+    gid_t gid;               /**< Group of the person's files. */
+    const char *storage;     /**< Storage backend: "image", "lvm" or "directory". */
+    uint64_t size;           /**< Filesystem size in bytes (0: none). */
+    const char *container;   /**< Container name, NULL without a container. */
+    int ssh_port;            /**< Published SSH port, 0 without a container. */
+    const char *ssh_keys;    /**< authorized_keys lines separated by LF, or NULL. */
+    semail_user_state state; /**< Life-cycle state. */
+    int64_t created;         /**< Creation time, seconds since the epoch. */
 } semail_user;
 
 /** An opaque, immutable snapshot of the registry. */
@@ -101,9 +101,8 @@ SEMAIL_EXTERN int semail_registry_find_login(const semail_user **out, const sema
  * regard to ASCII case). Only boxes in state ::SEMAIL_USER_ACTIVE match.
  * @return 0 and @p out set, or ::SEMAIL_ENOTFOUND.
  */
-SEMAIL_EXTERN int semail_registry_find_address(const semail_user **out,
-                                               const semail_registry *reg, const char *local,
-                                               const char *domain);
+SEMAIL_EXTERN int semail_registry_find_address(const semail_user **out, const semail_registry *reg,
+                                               const char *local, const char *domain);
 
 /**
  * Whether @p domain is served here: the domain of any record.
