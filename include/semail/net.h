@@ -5,7 +5,7 @@
  * A ::semail_cidr_list is parsed once from text (`127.0.0.0/8`, `::1/128`,
  * `192.0.2.7`) and then asked whether a client address belongs to it.
  * IPv4 and IPv6 blocks are kept apart: `::/0` matches every IPv6 address
- * and no IPv4 one. An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, in a
+ * and no IPv4 one. An IPv4-mapped IPv6 address (\c \::ffff:192.0.2.1, in a
  * block or as a client) stands for its IPv4 address, so that a dual-stack
  * socket's clients match IPv4 blocks.
  */
