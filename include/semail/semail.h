@@ -6,7 +6,8 @@
  *
  * libsemail is the mail platform's library: the SMTP session state machine
  * (smtp.h), the server runtime (server.h), mbox delivery (mbox.h), the user
- * registry (registry.h) and the configuration (config.h). Every function
+ * registry (registry.h), provisioning of a person's box (provision.h) and
+ * the configuration (config.h). Every function
  * follows one error convention (errors.h). The programs `semail-inbound`
  * and `semail-admin` are thin layers over it.
  */
@@ -32,5 +33,6 @@
 #include "semail/ldap.h"
 #include "semail/storage.h"
 #include "semail/container.h"
+#include "semail/provision.h"
 
 #endif
