@@ -63,32 +63,32 @@ typedef void (*semail_log_cb)(const char *line, void *payload);
 
 /** Options of a server. Strings and arrays are copied by semail_server_new(). */
 typedef struct semail_server_options {
-    unsigned int version;             /**< SEMAIL_SERVER_OPTIONS_VERSION. */
-    const char *const *listen;        /**< Plain addresses as `HOST:PORT`, `[V6]:PORT`. */
-    size_t listen_count;              /**< Number of @p listen entries (with @p tls_listen_count,
-                                           at least 1). */
-    unsigned int max_connections;     /**< Concurrent sessions; beyond: 421. 0: 1000. */
-    unsigned int max_per_client;      /**< Concurrent sessions per client address; 0: 20. */
-    unsigned int timeout_ms;          /**< Wait for a command (RFC 5321 4.5.3.2.7); 0: 300000. */
-    unsigned int data_timeout_ms;     /**< Wait for a data block; 0: 180000 (4.5.3.2.5 ff). */
-    unsigned int grace_ms;            /**< At stop, time for sessions to finish; 0: 10000. */
-    size_t thread_stack;              /**< Stack of a session thread; 0: 128 KiB. */
-    const char *name;                 /**< Program name for log lines, e.g. "semail-inbound". */
+    unsigned int version;         /**< SEMAIL_SERVER_OPTIONS_VERSION. */
+    const char *const *listen;    /**< Plain addresses as `HOST:PORT`, `[V6]:PORT`. */
+    size_t listen_count;          /**< Number of @p listen entries (with @p tls_listen_count,
+                                       at least 1). */
+    unsigned int max_connections; /**< Concurrent sessions; beyond: 421. 0: 1000. */
+    unsigned int max_per_client;  /**< Concurrent sessions per client address; 0: 20. */
+    unsigned int timeout_ms;      /**< Wait for a command (RFC 5321 4.5.3.2.7); 0: 300000. */
+    unsigned int data_timeout_ms; /**< Wait for a data block; 0: 180000 (4.5.3.2.5 ff). */
+    unsigned int grace_ms;        /**< At stop, time for sessions to finish; 0: 10000. */
+    size_t thread_stack;          /**< Stack of a session thread; 0: 128 KiB. */
+    const char *name;             /**< Program name for log lines, e.g. "semail-inbound". */
     /** Template for each session. Its client_addr is replaced, per connection, by the
      *  client's numeric IP address without brackets or port ("192.0.2.1", "2001:db8::1";
      *  an IPv4-mapped IPv6 address is written as IPv4); its callbacks are called from the
      *  connection's thread (with the small @p thread_stack). */
     semail_session_options session;
-    semail_log_cb log;                /**< Log sink; NULL: a line on stderr. */
-    void *log_payload;                /**< Passed to @p log. */
-    const char *const *tls_listen;    /**< TLS-from-the-first-byte addresses, as @p listen. */
-    size_t tls_listen_count;          /**< Number of @p tls_listen entries; 0: no TLS. */
-    const char *tls_cert;             /**< PEM file: the certificate, then its chain; required
-                                           with @p tls_listen. */
-    const char *tls_key;              /**< PEM file: the private key; required with
-                                           @p tls_listen. */
-    int auth_plaintext;               /**< 1: offer AUTH on plain listeners too (needs
-                                           `session.auth`); 0: AUTH only over TLS. */
+    semail_log_cb log;             /**< Log sink; NULL: a line on stderr. */
+    void *log_payload;             /**< Passed to @p log. */
+    const char *const *tls_listen; /**< TLS-from-the-first-byte addresses, as @p listen. */
+    size_t tls_listen_count;       /**< Number of @p tls_listen entries; 0: no TLS. */
+    const char *tls_cert;          /**< PEM file: the certificate, then its chain; required
+                                        with @p tls_listen. */
+    const char *tls_key;           /**< PEM file: the private key; required with
+                                        @p tls_listen. */
+    int auth_plaintext;            /**< 1: offer AUTH on plain listeners too (needs
+                                        `session.auth`); 0: AUTH only over TLS. */
 } semail_server_options;
 
 /**

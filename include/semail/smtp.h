@@ -76,10 +76,10 @@ SEMAIL_BEGIN_DECLS
  * Source routes (`@a,@b:`) are stripped, as RFC 5321 section 3.3 allows.
  */
 typedef struct semail_address {
-    int is_null;                              /**< 1 for the null path `<>`. */
-    int local_quoted;                         /**< 1 when the local part was a quoted-string. */
-    char local[SEMAIL_LOCAL_MAX + 1];         /**< Local part, unquoted, NUL-terminated. */
-    char domain[SEMAIL_DOMAIN_MAX + 1];       /**< Domain or `[literal]`, NUL-terminated. */
+    int is_null;                        /**< 1 for the null path `<>`. */
+    int local_quoted;                   /**< 1 when the local part was a quoted-string. */
+    char local[SEMAIL_LOCAL_MAX + 1];   /**< Local part, unquoted, NUL-terminated. */
+    char domain[SEMAIL_DOMAIN_MAX + 1]; /**< Domain or `[literal]`, NUL-terminated. */
 } semail_address;
 
 /** Flags for semail_address_parse(). */
@@ -114,9 +114,9 @@ SEMAIL_EXTERN int semail_address_format(char *out, size_t size, const semail_add
 
 /** A reply: code, enhanced status code and text, as the session sends it. */
 typedef struct semail_reply {
-    int code;                                 /**< 3-digit reply code, e.g. 250. */
-    char enhanced[16];                        /**< Enhanced status code, e.g. "2.1.5" (RFC 3463). */
-    char text[SEMAIL_REPLY_MAX];              /**< Text without code or CRLF; one line. */
+    int code;                    /**< 3-digit reply code, e.g. 250. */
+    char enhanced[16];           /**< Enhanced status code, e.g. "2.1.5" (RFC 3463). */
+    char text[SEMAIL_REPLY_MAX]; /**< Text without code or CRLF; one line. */
 } semail_reply;
 
 /**
@@ -147,17 +147,17 @@ typedef struct semail_session semail_session;
 
 /** The envelope of the transaction in progress, valid during callbacks only. */
 typedef struct semail_envelope {
-    const char *helo;                 /**< The EHLO/HELO argument. */
-    int esmtp;                        /**< 1 after EHLO, 0 after HELO. */
-    const semail_address *sender;     /**< MAIL FROM (is_null for `<>`). */
-    const semail_address *rcpts;      /**< Accepted recipients, in order. */
-    size_t rcpt_count;                /**< Number of @p rcpts. */
-    size_t declared_size;             /**< SIZE= parameter, 0 when absent. */
-    int body_8bit;                    /**< 1 when BODY=8BITMIME was given. */
-    const char *client_addr;          /**< Client address text given in the options. */
-    const char *txn_id;               /**< A unique id for this transaction (the queue id). */
-    const char *auth_user;            /**< The identity accepted by AUTH; NULL without AUTH. */
-    int tls;                          /**< 1 on a TLS connection (the option `tls`). */
+    const char *helo;             /**< The EHLO/HELO argument. */
+    int esmtp;                    /**< 1 after EHLO, 0 after HELO. */
+    const semail_address *sender; /**< MAIL FROM (is_null for `<>`). */
+    const semail_address *rcpts;  /**< Accepted recipients, in order. */
+    size_t rcpt_count;            /**< Number of @p rcpts. */
+    size_t declared_size;         /**< SIZE= parameter, 0 when absent. */
+    int body_8bit;                /**< 1 when BODY=8BITMIME was given. */
+    const char *client_addr;      /**< Client address text given in the options. */
+    const char *txn_id;           /**< A unique id for this transaction (the queue id). */
+    const char *auth_user;        /**< The identity accepted by AUTH; NULL without AUTH. */
+    int tls;                      /**< 1 on a TLS connection (the option `tls`). */
 } semail_envelope;
 
 /**
@@ -175,8 +175,8 @@ typedef int (*semail_rcpt_cb)(semail_reply *reply, const semail_envelope *env,
  * whole transaction (250 only when the message is durably stored). Return
  * 0, or a negative code (the session then answers 451 4.3.0).
  */
-typedef int (*semail_message_cb)(semail_reply *reply, const semail_envelope *env,
-                                 const char *data, size_t len, void *payload);
+typedef int (*semail_message_cb)(semail_reply *reply, const semail_envelope *env, const char *data,
+                                 size_t len, void *payload);
 
 /**
  * Decide on the sender given in MAIL FROM (optional callback). @p sender is
@@ -210,39 +210,42 @@ typedef int (*semail_mail_cb)(semail_reply *reply, const semail_envelope *env,
  * callback may sleep to slow down password guessing: it runs in the
  * connection's thread.
  */
-typedef int (*semail_auth_cb)(semail_reply *reply, const semail_envelope *env,
-                              const char *authcid, const char *password, void *payload);
+typedef int (*semail_auth_cb)(semail_reply *reply, const semail_envelope *env, const char *authcid,
+                              const char *password, void *payload);
 
 /** Version of ::semail_session_options known to these headers. */
 #define SEMAIL_SESSION_OPTIONS_VERSION 1
 
 /** Options of a session. Strings are copied by semail_session_new(). */
 typedef struct semail_session_options {
-    unsigned int version;             /**< SEMAIL_SESSION_OPTIONS_VERSION. */
-    const char *hostname;             /**< Our name, in the greeting and EHLO reply. */
-    const char *client_addr;          /**< The client's address, for the envelope and logs. */
-    size_t max_message_size;          /**< 0: no limit is advertised ("SIZE"); a session
-                                           still never holds more than 64 MiB of message. */
-    unsigned int max_recipients;      /**< RCPT over this answer 452 4.5.3; 0: 100. */
-    unsigned int max_errors;          /**< Errors before 421 and close; 0: 20. */
-    semail_rcpt_cb rcpt;              /**< Required: recipient decision. */
-    semail_message_cb message;        /**< Required: delivery. */
-    void *payload;                    /**< Passed to the callbacks. */
+    unsigned int version;        /**< SEMAIL_SESSION_OPTIONS_VERSION. */
+    const char *hostname;        /**< Our name, in the greeting and EHLO reply. */
+    const char *client_addr;     /**< The client's address, for the envelope and logs. */
+    size_t max_message_size;     /**< 0: no limit is advertised ("SIZE"); a session
+                                      still never holds more than 64 MiB of message. */
+    unsigned int max_recipients; /**< RCPT over this answer 452 4.5.3; 0: 100. */
+    unsigned int max_errors;     /**< Errors before 421 and close; 0: 20. */
+    semail_rcpt_cb rcpt;         /**< Required: recipient decision. */
+    semail_message_cb message;   /**< Required: delivery. */
+    void *payload;               /**< Passed to the callbacks. */
     /** 1: EHLO advertises `AUTH PLAIN LOGIN` and AUTH is accepted (needs @p auth).
      *  0: AUTH is answered `538 5.7.11 Encryption required for requested
      *  authentication mechanism` when @p auth is set and @p tls is 0 (AUTH
      *  exists, but only over TLS), `503 5.5.1` otherwise. */
     int auth_offered;
-    semail_auth_cb auth;              /**< Credential check; required when @p auth_offered. */
+    semail_auth_cb auth; /**< Credential check; required when @p auth_offered. */
     /** Failed AUTH exchanges (5xx) before `421 4.7.0 Too many authentication
      *  failures` and close; 0: 3. */
     unsigned int max_auth_failures;
-    semail_mail_cb mail;              /**< Optional sender decision at MAIL; NULL accepts. */
-    int tls;                          /**< 1 when the connection is TLS (for the envelope). */
+    semail_mail_cb mail; /**< Optional sender decision at MAIL; NULL accepts. */
+    int tls;             /**< 1 when the connection is TLS (for the envelope). */
 } semail_session_options;
 
 /** Static initializer with the version set and everything else default. */
-#define SEMAIL_SESSION_OPTIONS_INIT {.version = SEMAIL_SESSION_OPTIONS_VERSION}
+#define SEMAIL_SESSION_OPTIONS_INIT                                                                \
+    {                                                                                              \
+        .version = SEMAIL_SESSION_OPTIONS_VERSION                                                  \
+    }
 
 /** Initialize @p opts to defaults. Returns 0 or ::SEMAIL_EINVAL (NULL). */
 SEMAIL_EXTERN int semail_session_options_init(semail_session_options *opts);
@@ -325,9 +328,9 @@ SEMAIL_EXTERN const char *semail_session_auth_user(const semail_session *s);
 
 /** Statistics of a session, for the log line written at its end. */
 typedef struct semail_session_stats {
-    unsigned int messages;            /**< Messages accepted (2xx after DATA). */
-    unsigned int rejected;            /**< Commands answered 4xx/5xx. */
-    unsigned int commands;            /**< Commands processed. */
+    unsigned int messages; /**< Messages accepted (2xx after DATA). */
+    unsigned int rejected; /**< Commands answered 4xx/5xx. */
+    unsigned int commands; /**< Commands processed. */
 } semail_session_stats;
 
 /** Copy the session's statistics into @p out. */
