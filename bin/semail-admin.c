@@ -1,7 +1,7 @@
 /*
  * semail-admin.c - the administrator's tool: dispatches to the provisioning
  * commands (admin_user.c: user, mount-all, dns, ldap), the queue commands
- * (admin_queue.c) and config check.
+ * (admin_queue.c), image build (admin_image.c) and config check.
  *
  * Contract: every input is checked before anything is changed. Exit 0:
  * done; 1: failed (message on stderr); 2: usage error. The transactions
@@ -12,15 +12,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "admin_image.h"
 #include "admin_queue.h"
 #include "admin_user.h"
 #include "prog.h"
 
 #define NAME "semail-admin"
 
-static const char usage[] =
-    "usage:\n" ADMIN_USER_USAGE ADMIN_QUEUE_USAGE "       semail-admin [-c FILE] config check\n"
-    "       semail-admin -t | --version | --help\n";
+static const char usage[] = "usage:\n" ADMIN_USER_USAGE ADMIN_QUEUE_USAGE ADMIN_IMAGE_USAGE
+                            "       semail-admin [-c FILE] config check\n"
+                            "       semail-admin -t | --version | --help\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
@@ -57,6 +58,8 @@ int main(int argc, char **argv)
         return admin_ldap_main(&pc, argc, argv, i + 1, usage);
     if (strcmp(argv[i], "queue") == 0)
         return admin_queue_main(&pc, argc, argv, i + 1, usage);
+    if (strcmp(argv[i], "image") == 0)
+        return admin_image_main(&pc, argc, argv, i + 1, usage);
     if (strcmp(argv[i], "config") == 0) {
         if (i + 1 >= argc || strcmp(argv[i + 1], "check") != 0 || i + 2 != argc)
             return usage_error("config takes one command: check");
