@@ -223,8 +223,14 @@ static char *pubkey(const char *key)
     static int which;
     char *t = text[which ^= 1];
 
+    const char *k;
+    size_t n;
+
     snprintf(path, sizeof(path), "%s.pub", key);
-    snprintf(t, sizeof(text[0]), "%s", read_text(path));
+    k = read_text(path);
+    n = strlen(k);
+    assert_true(n < sizeof(text[0]));
+    memcpy(t, k, n + 1);
     return t;
 }
 
