@@ -177,3 +177,82 @@ def remotes(request):
     errors = r.close()
     if errors:
         pytest.fail("\n".join(errors), pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# Provisioning (tests/integration/test_provision_*.py; helpers in provision_it.py)
+#
+# - `prov_bed`: the session's own dockerd (socket, data root and bridge of
+#   its own), BIND9 with the dynamic zones semail.test and example.test and
+#   a TSIG key, the session's slapd, ed25519 keys made for the run. Skips
+#   (saying why) when the machine cannot: not root, a program missing.
+# - `user_image`: `semail-admin image build` once per session into that
+#   engine (cache shared on the machine, see provision_it.CACHE_DIR).
+# - `pplatform`: a platform with image storage, containers, DNS and LDAP
+#   turned on; teardown removes whatever the test left (boxes, containers,
+#   mounts, loop devices, DNS records); `pplatform_noimage`: the same
+#   without the image, for input refused before the container step.
+# - `pinbound`: semail-inbound of that platform, stopped at teardown with
+#   exit status and sanitizer checks.
+
+import provision_it as pv
+
+
+@pytest.fixture(scope="session")
+def prov_bed(tmp_path_factory, request):
+    reason = pv.machine_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    slapd = request.getfixturevalue("slapd_server")
+    bed = pv.Bed(tmp_path_factory.mktemp("provision"), slapd)
+    yield bed
+    errors = bed.close()
+    if errors:
+        print("provisioning test bed teardown: %s" % errors)
+
+
+@pytest.fixture(scope="session")
+def user_image(prov_bed, tmp_path_factory):
+    prov_bed.require("engine", "named")
+    pv.require("container", "image build")
+    if pv.bootstrap_tool() is None:
+        pytest.skip("neither mmdebstrap nor debootstrap is installed (Debian package "
+                    "debootstrap): `image build` cannot make the user image")
+    builder = pv.ProvPlatform(tmp_path_factory.mktemp("image-build"), prov_bed)
+    p, seconds = pv.build_user_image(prov_bed.engine, builder)
+    pv.skip_if_not_yet(p, "image build")
+    assert p.returncode == 0, "semail-admin image build failed (%d) after %.0fs:\n%s%s" % (
+        p.returncode, seconds, p.stdout.decode()[-3000:], p.stderr.decode()[-5000:])
+    assert prov_bed.engine.has_image(pv.IMAGE), \
+        "image build exited 0 but the engine has no %s" % pv.IMAGE
+    return seconds
+
+
+def _pplatform(tmp_path, prov_bed):
+    prov_bed.require("engine", "named")
+    pv.require("provision", "storage", "dns", "container")
+    p = pv.ProvPlatform(tmp_path, prov_bed)
+    yield p
+    errors = p.cleanup()
+    if errors:
+        pytest.fail("provisioning teardown: %s" % "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def pplatform(tmp_path, prov_bed, user_image):
+    yield from _pplatform(tmp_path, prov_bed)
+
+
+@pytest.fixture
+def pplatform_noimage(tmp_path, prov_bed):
+    """`pplatform` without waiting for the user image: for what must fail
+    before the container step (bad input)."""
+    yield from _pplatform(tmp_path, prov_bed)
+
+
+@pytest.fixture
+def pinbound(pplatform):
+    srv = it.Server(pplatform, name="inbound")
+    srv.start()
+    yield srv
+    srv.stop()
