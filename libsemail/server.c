@@ -31,8 +31,12 @@
 #define DEFAULT_TIMEOUT_MS      300000
 #define DEFAULT_DATA_TIMEOUT_MS 180000
 #define DEFAULT_GRACE_MS        10000
-#define DEFAULT_THREAD_STACK    (128 * 1024)
-#define MIN_THREAD_STACK        (32 * 1024)
+#define DEFAULT_RATE_GRACE_MS   30000
+#define DEFAULT_STRESS_MS       30000
+/* Stress mode (Postfix's): from this share of max_connections in use. */
+#define STRESS_PERCENT       80
+#define DEFAULT_THREAD_STACK (128 * 1024)
+#define MIN_THREAD_STACK     (32 * 1024)
 /* A TLS handshake needs more stack than a plain session. */
 #define MIN_TLS_THREAD_STACK (64 * 1024)
 /* Out of descriptors: stop accepting this long, so that the loop does not spin. */
@@ -194,6 +198,10 @@ static void apply_defaults(semail_server_options *o)
         o->data_timeout_ms = DEFAULT_DATA_TIMEOUT_MS;
     if (o->grace_ms == 0)
         o->grace_ms = DEFAULT_GRACE_MS;
+    if (o->min_data_rate_grace_ms == 0)
+        o->min_data_rate_grace_ms = DEFAULT_RATE_GRACE_MS;
+    if (o->stress_timeout_ms == 0)
+        o->stress_timeout_ms = DEFAULT_STRESS_MS;
     if (o->thread_stack == 0)
         o->thread_stack = DEFAULT_THREAD_STACK;
     if (o->thread_stack < MIN_THREAD_STACK)
@@ -337,6 +345,7 @@ static int bind_one(server_listener *l)
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    memset(&ss, 0, sizeof(ss)); /* getsockname() fills it; zeroed for the analyzer */
     if ((r = getaddrinfo(host, port, &hints, &ai)) != 0)
         return semail__err(SEMAIL_EIO, "listen %s: %s", l->text, gai_strerror(r));
     fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -410,11 +419,44 @@ static server_client **client_find(semail_server *srv, const unsigned char key[1
     return pp;
 }
 
+/* Under stress: 80% of max_connections in use. Called with mu held. */
+static int stressed_locked(const semail_server *srv)
+{
+    return (unsigned long long)srv->active * 100 >=
+           (unsigned long long)srv->opts.max_connections * STRESS_PERCENT;
+}
+
+unsigned int server_wait_limit(semail_server *srv, unsigned int base_ms)
+{
+    int stressed;
+
+    pthread_mutex_lock(&srv->mu);
+    stressed = stressed_locked(srv);
+    pthread_mutex_unlock(&srv->mu);
+    return stressed && srv->opts.stress_timeout_ms < base_ms ? srv->opts.stress_timeout_ms
+                                                             : base_ms;
+}
+
+/* Say when stress mode begins and ends; from the accept loop only, which
+ * owns stress_logged (a session thread may not log after its release). */
+static void log_stress(semail_server *srv, unsigned int active, int stressed)
+{
+    if (stressed && !srv->stress_logged)
+        server_log(srv, "stress: %u of %u connections in use: waits cut to %u ms", active,
+                   srv->opts.max_connections, srv->opts.stress_timeout_ms);
+    else if (!stressed && srv->stress_logged)
+        server_log(srv, "stress over: %u of %u connections in use", active,
+                   srv->opts.max_connections);
+    srv->stress_logged = stressed;
+}
+
 /* Take a slot for KEY. Returns 0, or a static reason for refusing. */
 static const char *conn_admit(semail_server *srv, const unsigned char key[16])
 {
     server_client **pp;
     const char *why = NULL;
+    unsigned int active;
+    int stressed;
 
     pthread_mutex_lock(&srv->mu);
     pp = client_find(srv, key);
@@ -429,7 +471,10 @@ static const char *conn_admit(semail_server *srv, const unsigned char key[16])
         (*pp)->count++;
         srv->active++;
     }
+    active = srv->active;
+    stressed = stressed_locked(srv);
     pthread_mutex_unlock(&srv->mu);
+    log_stress(srv, active, stressed);
     return why;
 }
 
@@ -555,8 +600,10 @@ static int accept_one(semail_server *srv, server_listener *l)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd;
 
+    memset(&ss, 0, sizeof(ss)); /* accept4() fills it; zeroed for the analyzer */
+    fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
         serve(srv, fd, l->tls, &ss);
         return 0;

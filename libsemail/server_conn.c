@@ -14,6 +14,11 @@
  * with `421 4.3.2` at once; one mid-transaction continues until it is idle
  * or the grace time is over. The thread writes one log line when the
  * session ends and gives its slot back last.
+ *
+ * Abuse seen only here: on a plain listener nothing is sent for
+ * pregreet_ms, and a client that talks in that time gets 554 and is
+ * closed; in DATA, a client under min_data_rate (after its grace) gets 421;
+ * every wait is cut to stress_timeout_ms while the server is under stress.
  */
 #include <errno.h>
 #include <poll.h>
@@ -44,6 +49,9 @@ enum wake { WAKE_READY = 0, WAKE_TIMEOUT, WAKE_STOP, WAKE_FORCE, WAKE_ERROR };
 #define END_ERROR    "error"
 #define END_LIMIT    "limit"
 #define END_TLS      "tls"
+#define END_PROTOCOL "protocol"
+#define END_PREGREET "pregreet"
+#define END_SLOW     "slow"
 /* Longest user name written in a log line. */
 #define LOG_USER_MAX 64
 
@@ -121,7 +129,7 @@ static long ms_since(const struct timespec *t0)
  * or an end reason. A stop ends it at once: there is no session to finish. */
 static const char *tls_handshake(server_conn *c)
 {
-    unsigned int limit = c->srv->opts.timeout_ms;
+    unsigned int limit = server_wait_limit(c->srv, c->srv->opts.timeout_ms);
     struct timespec t0;
     char why[256];
     long spent;
@@ -157,7 +165,8 @@ static const char *tls_handshake(server_conn *c)
 
 /* ---- the session ----------------------------------------------------------- */
 
-/* The session closed itself: QUIT (221) or a limit (421). */
+/* The session closed itself: QUIT (221 2.0.0), a protocol violation (554,
+ * or 221 2.7.0 to an HTTP or header line) or a limit (421). */
 static const char *closed_reason(const semail_session *s)
 {
     size_t len, i;
@@ -167,6 +176,10 @@ static const char *closed_reason(const semail_session *s)
     i = len >= 2 ? len - 2 : 0;
     while (i > 0 && out[i - 1] != '\n')
         i--;
+    if (len - i >= 9 && memcmp(out + i, "221 2.7.0", 9) == 0)
+        return END_PROTOCOL;
+    if (len - i >= 3 && memcmp(out + i, "554", 3) == 0)
+        return END_PROTOCOL;
     return (len - i >= 3 && memcmp(out + i, "221", 3) == 0) ? END_QUIT : END_LIMIT;
 }
 
@@ -225,8 +238,36 @@ static int between_transactions(const semail_session *s)
 
 static unsigned int input_timeout(const server_conn *c, const semail_session *s)
 {
-    return semail_session_state_get(s) == SEMAIL_STATE_DATA ? c->srv->opts.data_timeout_ms
-                                                            : c->srv->opts.timeout_ms;
+    return server_wait_limit(c->srv, semail_session_state_get(s) == SEMAIL_STATE_DATA
+                                         ? c->srv->opts.data_timeout_ms
+                                         : c->srv->opts.timeout_ms);
+}
+
+/* N bytes arrived: 1 when, in DATA and past the grace time, the client
+ * averages fewer than min_data_rate bytes per second since the 354. */
+static int too_slow(server_conn *c, size_t n)
+{
+    const semail_server_options *o = &c->srv->opts;
+    long ms;
+
+    if (!c->in_data || o->min_data_rate == 0)
+        return 0;
+    c->data_bytes += n;
+    ms = ms_since(&c->data_start);
+    return ms > (long)o->min_data_rate_grace_ms &&
+           c->data_bytes * 1000ULL < (unsigned long long)o->min_data_rate * (unsigned long long)ms;
+}
+
+/* Start or stop the data rate clock as the session enters or leaves DATA. */
+static void track_data(server_conn *c, const semail_session *s)
+{
+    int in_data = semail_session_state_get(s) == SEMAIL_STATE_DATA;
+
+    if (in_data && !c->in_data) {
+        clock_gettime(CLOCK_MONOTONIC, &c->data_start);
+        c->data_bytes = 0;
+    }
+    c->in_data = in_data;
 }
 
 /* Read once and feed the session. Returns NULL to go on, or an end reason. */
@@ -241,11 +282,14 @@ static const char *read_and_feed(server_conn *c, semail_session *s, char *buf)
         return NULL;
     if (n < 0)
         return END_ERROR;
+    if (too_slow(c, (size_t)n))
+        return close_with(c, s, "4.4.2", "Minimum data rate not met, closing connection", END_SLOW);
     if (semail_session_feed(s, buf, (size_t)n) < 0) {
         server_log(c->srv, "session client=%s: %s", c->peer, semail_error_last());
         return close_with(c, s, "4.3.0", "Internal error, closing connection", END_ERROR);
     }
     note_closed(c, s);
+    track_data(c, s);
     return NULL;
 }
 
@@ -255,7 +299,7 @@ static const char *conn_loop(server_conn *c, semail_session *s, char *buf)
     const char *end;
 
     for (;;) {
-        enum wake wk = flush_output(c, s, c->srv->opts.timeout_ms, 1);
+        enum wake wk = flush_output(c, s, server_wait_limit(c->srv, c->srv->opts.timeout_ms), 1);
         if (wk == WAKE_FORCE)
             return close_with(c, s, "4.3.2", "Service shutting down", END_SHUTDOWN);
         if (wk != WAKE_READY)
@@ -358,6 +402,58 @@ static void session_options(const server_conn *c, semail_session_options *so)
         so->auth = NULL; /* no TLS listener to send the client to: 503, not 538 */
 }
 
+/* Send one line without a session (the socket is fresh: it fits). */
+static void send_line(server_conn *c, const char *line)
+{
+    size_t len = strlen(line), off = 0;
+
+    while (off < len) {
+        ssize_t w = conn_send(c, line + off, len - off);
+        if (w <= 0)
+            return; /* best effort: the connection closes anyway */
+        off += (size_t)w;
+    }
+}
+
+/*
+ * Postfix's postscreen "pregreet" test: say nothing for pregreet_ms; a
+ * client that talks first is no mail client. Returns NULL to go on (the
+ * greeting), or an end reason. A stop during the wait goes on: the session
+ * loop closes it with 421 at once.
+ */
+static const char *pregreet(server_conn *c, char *buf)
+{
+    unsigned int limit = c->srv->opts.pregreet_ms;
+    struct timespec t0;
+    ssize_t n;
+    long spent;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while ((spent = ms_since(&t0)) < (long)limit) {
+        switch (wait_for(c, POLLIN, (unsigned int)(limit - (unsigned long)spent), 1, 1)) {
+        case WAKE_TIMEOUT:
+        case WAKE_STOP:
+            return NULL;
+        case WAKE_FORCE:
+            return END_SHUTDOWN;
+        case WAKE_ERROR:
+            return END_ERROR;
+        case WAKE_READY:
+            break;
+        }
+        n = conn_recv(c, buf, READ_BUF_SIZE);
+        if (n == SERVER_IO_EOF)
+            return END_EOF;
+        if (n > 0) {
+            send_line(c, "554 5.5.1 Protocol error: talking before the greeting\r\n");
+            return END_PREGREET;
+        }
+        if (n != SERVER_IO_WANT_READ)
+            return END_ERROR;
+    }
+    return NULL;
+}
+
 /* Handshake (TLS), then the session. Returns the end reason. */
 static const char *conn_run(server_conn *c, semail_session **s, char *buf)
 {
@@ -369,6 +465,8 @@ static const char *conn_run(server_conn *c, semail_session **s, char *buf)
         return END_ERROR;
     }
     if (c->tls && (end = tls_handshake(c)) != NULL)
+        return end;
+    if (!c->tls && c->srv->opts.pregreet_ms > 0 && (end = pregreet(c, buf)) != NULL)
         return end;
     session_options(c, &so);
     if (semail_session_new(s, &so) < 0) {

@@ -60,6 +60,7 @@ struct semail_server {
     /* Accept-loop only: rate limit of the "out of descriptors" line. */
     time_t shortage_logged;
     unsigned int shortage_quiet;
+    int stress_logged; /* accept-loop only: the "stress:" line was written */
 };
 
 /* One accepted connection, owned by its thread. */
@@ -74,7 +75,11 @@ typedef struct server_conn {
     char ip[INET6_ADDRSTRLEN];       /* the session's client_addr */
     char peer[INET6_ADDRSTRLEN + 9]; /* "[ip]:port" for log lines */
     struct timespec start;
-    const char *end; /* set when the session closed itself: "quit" or "limit" */
+    const char *end; /* set when the session closed itself: "quit", "limit", "protocol" */
+    /* The minimum data rate: since the 354, how long and how much. */
+    int in_data;
+    struct timespec data_start;
+    unsigned long long data_bytes;
 } server_conn;
 
 /* One I/O step: a byte count (> 0), or one of these. */
@@ -88,6 +93,10 @@ SEMAIL_HIDDEN void server_log(const semail_server *srv, const char *fmt, ...) SE
 
 /* The thread body of one connection (server_conn.c); takes ownership of ARG. */
 SEMAIL_HIDDEN void *server_conn_main(void *arg);
+
+/* The longest a session may wait now: BASE_MS, or less under stress (80%
+ * of max_connections in use). Thread-safe. */
+SEMAIL_HIDDEN unsigned int server_wait_limit(semail_server *srv, unsigned int base_ms);
 
 /* Give back the connection's slots and wake semail_server_run(). */
 SEMAIL_HIDDEN void server_conn_release(semail_server *srv, const unsigned char key[16]);

@@ -409,7 +409,7 @@ static int address_error(semail_reply *r, int err, const char *enhanced, const c
 int semail__smtp_parse_mail(semail_address *addr, smtp_mail_params *p, const char *arg, size_t len,
                             semail_reply *r)
 {
-    size_t pos, used;
+    size_t pos, used = 0; /* set by semail_address_parse() on success */
     unsigned int seen = 0;
     int err;
 
@@ -440,7 +440,7 @@ int semail__smtp_parse_mail(semail_address *addr, smtp_mail_params *p, const cha
 
 int semail__smtp_parse_rcpt(semail_address *addr, const char *arg, size_t len, semail_reply *r)
 {
-    size_t pos, used;
+    size_t pos, used = 0; /* set by semail_address_parse() on success */
     int err;
 
     if (skip_keyword(arg, len, "TO:", &pos) < 0) {

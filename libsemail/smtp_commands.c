@@ -19,7 +19,8 @@ enum smtp_command_flags {
     CMD_ARG_REQUIRED = 1u << 0, /* no argument: 501 */
     CMD_ARG_NONE = 1u << 1,     /* an argument: 501 */
     CMD_STARTS_TXN = 1u << 2,   /* out of sequence inside a transaction: "nested" */
-    CMD_NOT_IN_TXN = 1u << 3    /* out of sequence inside a transaction: "not permitted" */
+    CMD_NOT_IN_TXN = 1u << 3,   /* out of sequence inside a transaction: "not permitted" */
+    CMD_JUNK = 1u << 4          /* counted towards max_junk_commands */
 };
 
 typedef struct smtp_command {
@@ -201,14 +202,20 @@ static const smtp_command commands[] = {
     {"MAIL", cmd_mail, ST(READY), CMD_ARG_REQUIRED | CMD_STARTS_TXN, "MAIL FROM:<address>"},
     {"RCPT", cmd_rcpt, ST(MAIL) | ST(RCPT), CMD_ARG_REQUIRED, "RCPT TO:<address>"},
     {"DATA", cmd_data, ST(RCPT), CMD_ARG_NONE, "DATA"},
-    {"RSET", cmd_rset, ST_DIALOGUE, CMD_ARG_NONE, "RSET"},
-    {"NOOP", cmd_noop, ST_DIALOGUE, 0, "NOOP"},
+    {"RSET", cmd_rset, ST_DIALOGUE, CMD_ARG_NONE | CMD_JUNK, "RSET"},
+    {"NOOP", cmd_noop, ST_DIALOGUE, CMD_JUNK, "NOOP"},
     {"QUIT", cmd_quit, ST_DIALOGUE, CMD_ARG_NONE, "QUIT"},
-    {"HELP", cmd_help, ST_DIALOGUE, 0, "HELP"},
+    {"HELP", cmd_help, ST_DIALOGUE, CMD_JUNK, "HELP"},
     {"AUTH", cmd_auth, ST(READY), CMD_ARG_REQUIRED | CMD_NOT_IN_TXN,
      "AUTH mechanism [initial-response]"},
-    {"VRFY", cmd_not_implemented, ST_DIALOGUE, 0, "VRFY"},
-    {"EXPN", cmd_not_implemented, ST_DIALOGUE, 0, "EXPN"},
+    {"VRFY", cmd_not_implemented, ST_DIALOGUE, CMD_JUNK, "VRFY"},
+    {"EXPN", cmd_not_implemented, ST_DIALOGUE, CMD_JUNK, "EXPN"},
+};
+
+/* Request lines of another protocol (HTTP): never SMTP, from a browser or a
+ * proxy abused to reach this port. */
+static const char *const foreign_verbs[] = {
+    "GET", "POST", "HEAD", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 };
 
 static const smtp_command *lookup(const char *verb, size_t len)
@@ -220,6 +227,30 @@ static const smtp_command *lookup(const char *verb, size_t len)
             semail__strncasecmp(commands[i].verb, verb, len) == 0)
             return &commands[i];
     return NULL;
+}
+
+/*
+ * 1 when the unknown word VERB (LEN bytes) is an HTTP method, or a message
+ * header name followed by its colon ("Subject:", "From:<a@b>"): a message
+ * leaking into the dialogue, or another protocol (Postfix's is_header()).
+ */
+static int foreign_command(const char *verb, size_t len)
+{
+    const char *colon = memchr(verb, ':', len);
+    size_t i;
+
+    /* A verb glued to its argument ("MAILFROM:<a@b>") is a sloppy client's
+     * typo, answered 500 like any unknown command. */
+    for (i = 0; i < SEMAIL_ARRAY_LEN(commands); i++)
+        if (len >= 4 && semail__strncasecmp(commands[i].verb, verb, 4) == 0)
+            return 0;
+    if (colon != NULL && colon > verb)
+        return 1; /* the verb runs to the first blank, so the name has none */
+    for (i = 0; i < SEMAIL_ARRAY_LEN(foreign_verbs); i++)
+        if (strlen(foreign_verbs[i]) == len &&
+            semail__strncasecmp(foreign_verbs[i], verb, len) == 0)
+            return 1;
+    return 0;
 }
 
 /* The 503 of a command the table does not allow in the current state. */
@@ -265,7 +296,20 @@ void semail__smtp_command(semail_session *s, const char *line, size_t len)
     for (end = len; end > arg && buf[end - 1] == ' '; end--)
         ;
     buf[end] = '\0';
-    if ((c = lookup(buf, verb)) == NULL)
+    c = lookup(buf, verb);
+    if (c == NULL && foreign_command(buf, verb)) {
+        /* Postfix's answer: whatever is talking, it is not a mail client. */
+        semail_reply_set(&r, 221, "2.7.0", "Error: I can break rules, too. Goodbye.");
+        semail__smtp_send_close(s, &r);
+        return;
+    }
+    if (c != NULL && (c->flags & CMD_JUNK) && (c->states & (1u << s->state)) &&
+        ++s->junk > s->max_junk) {
+        semail_reply_set(&r, 421, "4.7.0", "%s Too many junk commands, closing connection",
+                         s->hostname);
+        goto reply;
+    }
+    if (c == NULL)
         semail_reply_set(&r, 500, "5.5.2", "Command unrecognized");
     else if (!(c->states & (1u << s->state)))
         out_of_sequence(s, c, &r);

@@ -25,6 +25,7 @@
 /* Defaults of the options whose 0 means "default". */
 #define SMTP_DEFAULT_MAX_RECIPIENTS 100u
 #define SMTP_DEFAULT_MAX_ERRORS     20u
+#define SMTP_DEFAULT_MAX_JUNK       100u
 /*
  * Memory bound on a message when max_message_size is 0 ("no limit
  * advertised"): a session never holds more than this, whatever the client.
@@ -103,6 +104,8 @@ struct semail_session {
     int discarding; /* dropping an over-long command line up to its CRLF */
     int paused;     /* input waits until the output drains below the soft maximum */
     unsigned int errors;
+    unsigned int max_junk;
+    unsigned int junk; /* junk commands since the last message accepted */
     semail_session_stats stats;
     /* AUTH */
     int auth_offered;
@@ -135,6 +138,8 @@ SEMAIL_HIDDEN int semail__smtp_txn_add_rcpt(semail_session *s, const semail_addr
 SEMAIL_HIDDEN void semail__smtp_envelope(const semail_session *s, semail_envelope *env);
 /* Queue a final reply line; counts errors and closes at max_errors or on 421. */
 SEMAIL_HIDDEN void semail__smtp_send(semail_session *s, const semail_reply *r);
+/* Queue R as the last reply and close (protocol violations: 554, 221 2.7.0). */
+SEMAIL_HIDDEN void semail__smtp_send_close(semail_session *s, const semail_reply *r);
 /* Queue a continuation line ("250-TEXT") of a multi-line reply. */
 SEMAIL_HIDDEN void semail__smtp_send_continue(semail_session *s, int code, const char *text);
 

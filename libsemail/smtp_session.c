@@ -10,6 +10,12 @@
  * is read to its real end and then refused whole. Memory is bounded by the
  * limits in smtp_internal.h whatever the client sends.
  *
+ * Pipelining: input that follows a command line before its reply was given
+ * (it arrived with it) is legal only once EHLO was accepted (RFC 2920 needs
+ * PIPELINING advertised). Without ESMTP it closes the session with 554,
+ * checked after the command, so that "EHLO x\r\nMAIL ..." (EHLO sets ESMTP)
+ * is accepted and "HELO x\r\nMAIL ..." is not.
+ *
  * Flow control: when the pending output passes SMTP_OUTPUT_SOFT_MAX (a
  * client pipelining without reading replies), processing pauses and input is
  * kept; consuming output resumes it (so does semail_session_feed(s, NULL,
@@ -82,6 +88,7 @@ int semail_session_new(semail_session **out, const semail_session_options *opts)
     s->data_max = opts->max_message_size ? opts->max_message_size : SMTP_MESSAGE_HARD_MAX;
     s->max_recipients = opts->max_recipients ? opts->max_recipients : SMTP_DEFAULT_MAX_RECIPIENTS;
     s->max_errors = opts->max_errors ? opts->max_errors : SMTP_DEFAULT_MAX_ERRORS;
+    s->max_junk = opts->max_junk_commands ? opts->max_junk_commands : SMTP_DEFAULT_MAX_JUNK;
     s->rcpt_cb = opts->rcpt;
     s->message_cb = opts->message;
     s->payload = opts->payload;
@@ -249,6 +256,14 @@ void semail__smtp_send(semail_session *s, const semail_reply *r)
         close_with(s, "4.7.0", "Too many errors, closing connection");
 }
 
+void semail__smtp_send_close(semail_session *s, const semail_reply *r)
+{
+    if (r->code >= 400)
+        s->stats.rejected++;
+    (void)semail__smtp_reply_format(&s->out, r, 0);
+    semail__smtp_enter_state(s, SEMAIL_STATE_CLOSED);
+}
+
 void semail__smtp_send_continue(semail_session *s, int code, const char *text)
 {
     semail_reply r;
@@ -289,8 +304,10 @@ static void data_end(semail_session *s)
         semail_reply_set(&r, 452, "4.3.1", "Insufficient system storage");
     else
         deliver(s, &r);
-    if (r.code / 100 == 2)
+    if (r.code / 100 == 2) {
         s->stats.messages++;
+        s->junk = 0; /* a client that delivers may RSET between its messages */
+    }
     semail__smtp_enter_state(s, SEMAIL_STATE_READY);
     semail__smtp_send(s, &r);
 }
@@ -390,6 +407,11 @@ static size_t command_step(semail_session *s, const char *p, size_t avail)
         semail__smtp_sasl_line(s, p, n);
     } else {
         semail__smtp_command(s, p, n);
+        if (avail > n + 2 && !s->esmtp && s->state != SEMAIL_STATE_CLOSED) {
+            /* More came with it: the client did not wait for the reply. */
+            semail_reply_set(&r, 554, "5.5.1", "Error: improper use of SMTP command pipelining");
+            semail__smtp_send_close(s, &r);
+        }
     }
     return n + 2;
 }

@@ -27,16 +27,37 @@
  * client can go there), `503 5.5.1` otherwise. The template's `auth_offered`
  * and `tls` are ignored: the server sets them for each connection.
  *
+ * Abuse a session cannot see, answered here (docs/security.md):
+ * - talking before the greeting (Postfix's postscreen "pregreet" test): on
+ *   plain listeners the server waits `pregreet_ms` before sending `220`; a
+ *   client that sends anything in that time gets `554 5.5.1 Protocol
+ *   error: talking before the greeting` and is closed (end=pregreet). TLS
+ *   listeners skip it: the client speaks first there, by design;
+ * - slow clients: in DATA, once `min_data_rate_grace_ms` have passed since
+ *   the `354`, a client that has sent fewer than `min_data_rate` bytes per
+ *   second on average gets `421 4.4.2 Minimum data rate not met` (end=slow)
+ *   (Postfix's smtpd_min_data_rate);
+ * - load: while at least 80% of `max_connections` are in use, every wait
+ *   (command, data, TLS handshake) lasts at most `stress_timeout_ms`
+ *   (Postfix's stress mode); the tighter limit applies from each session's
+ *   next wait on, and the server logs `stress: ...` when it begins and ends.
+ *
  * Log lines (through ::semail_server_options.log):
  * - `session client=[IP]:PORT tls=yes|no helo=NAME commands=N messages=N
  *   rejected=N duration_ms=N end=END[ user=USER]` when a connection ends;
  *   END is `quit`, `eof`, `timeout`, `shutdown`, `limit` (the session closed
- *   itself with 421), `tls` (the TLS handshake failed) or `error`; NAME is
+ *   itself with 421), `protocol` (it closed on a protocol violation: 554 for
+ *   pipelining without ESMTP, 221 2.7.0 for an HTTP or header line),
+ *   `pregreet` (talked before the greeting), `slow` (under the minimum data
+ *   rate), `tls` (the TLS handshake failed) or `error`; NAME is
  *   the last EHLO/HELO name, `-` when none; USER, when the client
  *   authenticated, its identity. NAME and USER are cut at 64 octets, and
  *   octets other than printable ASCII are written `?`;
  * - `tls client=[IP]:PORT: handshake failed: REASON` (OpenSSL's reason);
  * - `refused client=[IP]:PORT reason=max_connections|max_per_client|...`;
+ * - `stress: N of M connections in use: waits cut to N ms` when stress
+ *   begins (seen at an accept), `stress over: N of M connections in use`
+ *   at the first accept after it ended;
  * - at a stop: `stopping: N session(s) in progress, grace N ms`, then
  *   `grace time over: closing N session(s)` when some were still open.
  */
@@ -89,7 +110,22 @@ typedef struct semail_server_options {
                                         @p tls_listen. */
     int auth_plaintext;            /**< 1: offer AUTH on plain listeners too (needs
                                         `session.auth`); 0: AUTH only over TLS. */
+    /* Appended with the abuse limits (the version stays 1): semail_server_options_init()
+     * and SEMAIL_SERVER_OPTIONS_INIT set their defaults; zeroed, they are off. */
+    unsigned int pregreet_ms;            /**< Silence before the greeting on plain listeners;
+                                              default SEMAIL_SERVER_PREGREET_MS, 0: none. */
+    unsigned int min_data_rate;          /**< Bytes per second a client must average in DATA;
+                                              default SEMAIL_SERVER_MIN_DATA_RATE, 0: none. */
+    unsigned int min_data_rate_grace_ms; /**< Time after the `354` before @p min_data_rate
+                                              applies; 0: 30000. */
+    unsigned int stress_timeout_ms;      /**< Longest wait while 80% of @p max_connections are
+                                              in use; 0: 30000 (never above the normal ones). */
 } semail_server_options;
+
+/** Default ::semail_server_options.pregreet_ms: short, as an MX greets at once. */
+#define SEMAIL_SERVER_PREGREET_MS 300
+/** Default ::semail_server_options.min_data_rate, in bytes per second (Postfix's). */
+#define SEMAIL_SERVER_MIN_DATA_RATE 500
 
 /**
  * Static initializer: version fields set, everything else default.
@@ -97,7 +133,8 @@ typedef struct semail_server_options {
  */
 #define SEMAIL_SERVER_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        .version = SEMAIL_SERVER_OPTIONS_VERSION, .session = SEMAIL_SESSION_OPTIONS_INIT           \
+        .version = SEMAIL_SERVER_OPTIONS_VERSION, .session = SEMAIL_SESSION_OPTIONS_INIT,          \
+        .pregreet_ms = SEMAIL_SERVER_PREGREET_MS, .min_data_rate = SEMAIL_SERVER_MIN_DATA_RATE     \
     }
 
 /** Initialize @p opts to the defaults. Returns 0 or ::SEMAIL_EINVAL. */

@@ -46,6 +46,27 @@
  * - after `max_auth_failures` failed exchanges the session answers
  *   `421 4.7.0 Too many authentication failures` (instead of the last 535)
  *   and closes.
+ *
+ * Protocol abuse (the answers of Postfix's smtpd; docs/security.md lists
+ * them all with the tests that show them):
+ * - a client that pipelines without ESMTP, i.e. sends more input after a
+ *   command before its reply while no EHLO has been accepted (after HELO,
+ *   or before any greeting; the one exception is an EHLO line itself,
+ *   which a client may send ahead of the replies it then reads), gets
+ *   `554 5.5.1 Error: improper use of SMTP command pipelining` and the
+ *   session closes. After EHLO, which advertises PIPELINING, any grouping
+ *   is accepted (RFC 2920), so no correct client is ever cut off;
+ * - an HTTP request line (GET, POST, HEAD, PUT, DELETE, CONNECT, OPTIONS,
+ *   TRACE, PATCH) or a message header sent as a command (`Subject: x`,
+ *   `From:<a@b>`: a word that is not a verb, does not begin with one
+ *   (`MAILFROM:<a@b>` is a typo, answered 500) and contains a colon) is
+ *   answered `221 2.7.0 Error: I can break rules, too. Goodbye.` and the
+ *   session closes (Postfix's smtpd_forbid_cmds);
+ * - NUL, bare CR or bare LF in a command: `501 5.5.2`, counted as an error;
+ * - junk commands (NOOP, RSET, HELP, VRFY, EXPN): beyond
+ *   `max_junk_commands` since the last message accepted, `421 4.7.0 Too
+ *   many junk commands` and close;
+ * - `max_errors` replies 4xx/5xx: `421 4.7.0 Too many errors` and close.
  */
 #ifndef SEMAIL_SMTP_H
 #define SEMAIL_SMTP_H
@@ -239,6 +260,11 @@ typedef struct semail_session_options {
     unsigned int max_auth_failures;
     semail_mail_cb mail; /**< Optional sender decision at MAIL; NULL accepts. */
     int tls;             /**< 1 when the connection is TLS (for the envelope). */
+    /** Junk commands (NOOP, RSET, HELP, VRFY, EXPN) allowed between two accepted
+     *  messages before `421 4.7.0 Too many junk commands`; 0: 100 (Postfix's
+     *  smtpd_junk_command_limit). Appended: version 1 callers that zero the
+     *  struct get the default. */
+    unsigned int max_junk_commands;
 } semail_session_options;
 
 /** Static initializer with the version set and everything else default. */

@@ -93,6 +93,7 @@ static void options(semail_server_options *o, fixture *f, const char *const *lis
     o->session.payload = f;
     o->log = log_line;
     o->log_payload = f;
+    o->pregreet_ms = 0; /* fast greetings; the pregreet tests set it */
 }
 
 static fixture *start(semail_server_options *o)
@@ -163,6 +164,16 @@ static void assert_prefix(const char *line, const char *prefix)
 {
     if (strncmp(line, prefix, strlen(prefix)) != 0)
         fail_msg("expected '%s...', got '%s'", prefix, line);
+}
+
+/* Read the reply to EHLO up to its last line. */
+static void skip_ehlo(int fd)
+{
+    char line[512];
+
+    while (strncmp(read_line(fd, line, sizeof(line)), "250 ", 4) != 0)
+        if (strncmp(line, "250-", 4) != 0)
+            fail_msg("EHLO reply line '%s'", line);
 }
 
 static void assert_logged(fixture *f, const char *what)
@@ -271,8 +282,23 @@ static void test_server__serves_a_transaction_and_logs_the_session(void **state)
     start(&o);
     fd = connect_to(f);
     assert_prefix(read_line(fd, line, sizeof(line)), "220 ");
-    send_str(fd, "HELO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+    send_str(fd, "HELO client.test\r\n"); /* without ESMTP: no pipelining */
     assert_prefix(read_line(fd, line, sizeof(line)), "250 ");
+    send_str(fd, "MAIL FROM:<a@b.test>\r\n");
+    assert_prefix(read_line(fd, line, sizeof(line)), "250 2.1.0");
+    send_str(fd, "RCPT TO:<c@d.test>\r\nDATA\r\n"); /* 554 */
+    assert_prefix(read_line(fd, line, sizeof(line)), "250 2.1.5");
+    assert_string_equal(read_line(fd, line, sizeof(line)),
+                        "554 5.5.1 Error: improper use of SMTP command pipelining\r\n");
+    assert_int_equal(recv(fd, line, 1, 0), 0);
+    close(fd);
+    assert_logged(f, "helo=client.test commands=3 messages=0 rejected=1");
+    assert_logged(f, "end=protocol");
+    fd = connect_to(f);
+    assert_prefix(read_line(fd, line, sizeof(line)), "220 ");
+    send_str(fd, "EHLO client.test\r\n");
+    skip_ehlo(fd);
+    send_str(fd, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
     assert_prefix(read_line(fd, line, sizeof(line)), "250 2.1.0");
     assert_prefix(read_line(fd, line, sizeof(line)), "250 2.1.5");
     assert_prefix(read_line(fd, line, sizeof(line)), "354 ");
@@ -309,9 +335,12 @@ static void test_server__answers_deeply_pipelined_input_to_the_end(void **state)
     int fd, n = 0;
 
     options(&o, f, loopback0);
+    o.session.max_junk_commands = 30000;
     start(&o);
     fd = connect_to(f);
     assert_prefix(read_line(fd, line, sizeof(line)), "220 ");
+    send_str(fd, "EHLO c\r\n");
+    skip_ehlo(fd);
     assert_int_equal(pthread_create(&writer, NULL, flood, &fd), 0);
     /* 20000 replies (more than the session keeps pending), then 221 and the close. */
     while (read_line(fd, line, sizeof(line))[0] != '\0') {
@@ -322,7 +351,7 @@ static void test_server__answers_deeply_pipelined_input_to_the_end(void **state)
     assert_int_equal(n, 20001);
     assert_prefix(last, "221 ");
     close(fd);
-    assert_logged(f, "commands=20001 messages=0 rejected=0");
+    assert_logged(f, "commands=20002 messages=0 rejected=0");
     assert_logged(f, "end=quit");
     finish(f);
 }
@@ -412,8 +441,9 @@ static void test_server__uses_the_data_timeout_inside_data(void **state)
     start(&o);
     fd = connect_to(f);
     read_line(fd, line, sizeof(line));
-    send_str(fd, "HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
-    read_line(fd, line, sizeof(line));
+    send_str(fd, "EHLO c\r\n");
+    skip_ehlo(fd);
+    send_str(fd, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
     read_line(fd, line, sizeof(line));
     read_line(fd, line, sizeof(line));
     assert_prefix(read_line(fd, line, sizeof(line)), "354 ");
@@ -457,8 +487,9 @@ static void test_server__stop_lets_a_message_in_data_finish(void **state)
     start(&o);
     fd = connect_to(f);
     read_line(fd, line, sizeof(line));
-    send_str(fd, "HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
-    read_line(fd, line, sizeof(line));
+    send_str(fd, "EHLO c\r\n");
+    skip_ehlo(fd);
+    send_str(fd, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
     read_line(fd, line, sizeof(line));
     read_line(fd, line, sizeof(line));
     assert_prefix(read_line(fd, line, sizeof(line)), "354 ");
@@ -485,8 +516,8 @@ static void test_server__stop_closes_unfinished_sessions_after_the_grace_time(vo
     start(&o);
     fd = connect_to(f);
     read_line(fd, line, sizeof(line));
-    send_str(fd, "HELO c\r\nMAIL FROM:<a@b.test>\r\n");
-    read_line(fd, line, sizeof(line));
+    send_str(fd, "EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    skip_ehlo(fd);
     assert_prefix(read_line(fd, line, sizeof(line)), "250 2.1.0");
     semail_server_stop(f->srv);
     /* Mid-transaction: not closed at once, but when the grace time is over. */
@@ -1040,10 +1071,14 @@ static void test_server__tls_carries_pipelined_commands_and_a_large_message(void
     make_pki(&p);
     tls_options(&o, f, &p);
     o.thread_stack = 1; /* the smallest stack a TLS session gets */
+    o.session.max_junk_commands = nnoop + 1;
     start(&o);
     ctx = client_ctx(&p);
     tls_open(&c, f, ctx);
     tls_line(&c, line, sizeof(line));
+    tls_str(&c, "EHLO c\r\n");
+    while (strncmp(tls_line(&c, line, sizeof(line)), "250 ", 4) != 0)
+        ;
     big = malloc(nnoop * 6 > body ? nnoop * 6 : body);
     assert_non_null(big);
     for (i = 0; i < nnoop; i++)
@@ -1052,8 +1087,8 @@ static void test_server__tls_carries_pipelined_commands_and_a_large_message(void
     for (i = 0; i < nnoop; i++)
         if (strcmp(tls_line(&c, line, sizeof(line)), "250 2.0.0 Ok\r\n") != 0)
             fail_msg("reply %zu: '%s'", i, line);
-    tls_str(&c, "HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
-    for (i = 0; i < 3; i++)
+    tls_str(&c, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+    for (i = 0; i < 2; i++)
         tls_line(&c, line, sizeof(line));
     assert_prefix(tls_line(&c, line, sizeof(line)), "354 ");
     for (i = 0; i + 80 <= body; i += 80) {
@@ -1176,6 +1211,222 @@ static void test_server__bad_certificate_or_key_fails_new_naming_the_file(void *
     remove_pki(&p);
 }
 
+/* ---- abuse seen by the runtime ------------------------------------------- */
+
+static long ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
+static void test_server__options_init_turns_the_abuse_limits_on(void **state)
+{
+    semail_server_options o;
+    semail_server_options d = SEMAIL_SERVER_OPTIONS_INIT;
+
+    assert_int_equal(semail_server_options_init(&o), 0);
+    assert_int_equal(o.pregreet_ms, SEMAIL_SERVER_PREGREET_MS);
+    assert_int_equal(o.min_data_rate, SEMAIL_SERVER_MIN_DATA_RATE);
+    assert_int_equal(d.pregreet_ms, SEMAIL_SERVER_PREGREET_MS);
+    assert_int_equal(d.min_data_rate, SEMAIL_SERVER_MIN_DATA_RATE);
+    assert_true(SEMAIL_SERVER_PREGREET_MS > 0 && SEMAIL_SERVER_PREGREET_MS <= 1000);
+}
+
+static void test_server__talking_before_the_greeting_gets_554_and_close(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    int fd;
+
+    options(&o, f, loopback0);
+    o.pregreet_ms = 400;
+    start(&o);
+    fd = connect_to(f);
+    send_str(fd, "EHLO spam.example\r\n");
+    assert_string_equal(read_line(fd, line, sizeof(line)),
+                        "554 5.5.1 Protocol error: talking before the greeting\r\n");
+    assert_int_equal(recv(fd, line, 1, 0), 0); /* and no 220 ever */
+    close(fd);
+    assert_logged(f, "commands=0 messages=0 rejected=0");
+    assert_logged(f, "end=pregreet");
+    finish(f);
+}
+
+static void test_server__a_client_that_waits_is_greeted_after_the_pregreet_delay(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    struct timespec t0, t1;
+    char line[512];
+    int fd;
+
+    options(&o, f, loopback0);
+    o.pregreet_ms = 300;
+    start(&o);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fd = connect_to(f);
+    assert_prefix(read_line(fd, line, sizeof(line)), "220 mx.test ");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(ms_between(&t0, &t1) >= 280 && ms_between(&t0, &t1) < 3000);
+    send_str(fd, "QUIT\r\n");
+    assert_prefix(read_line(fd, line, sizeof(line)), "221 ");
+    close(fd);
+    assert_logged(f, "end=quit");
+    /* A client that leaves during the wait is just gone. */
+    fd = connect_to(f);
+    close(fd);
+    assert_logged(f, "end=eof");
+    finish(f);
+}
+
+static void test_server__pregreet_zero_greets_at_once(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    struct timespec t0, t1;
+    char line[512];
+    int fd;
+
+    options(&o, f, loopback0); /* pregreet_ms = 0 */
+    start(&o);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fd = connect_to(f);
+    /* Talking first is then allowed: the greeting comes first anyway. */
+    send_str(fd, "EHLO c\r\n");
+    assert_prefix(read_line(fd, line, sizeof(line)), "220 ");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(ms_between(&t0, &t1) < 250);
+    skip_ehlo(fd);
+    close(fd);
+    finish(f);
+}
+
+static void test_server__data_slower_than_the_minimum_rate_gets_421(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    int fd, i;
+
+    options(&o, f, loopback0);
+    o.min_data_rate = 1000; /* bytes per second */
+    o.min_data_rate_grace_ms = 300;
+    start(&o);
+    fd = connect_to(f);
+    read_line(fd, line, sizeof(line));
+    send_str(fd, "EHLO c\r\n");
+    skip_ehlo(fd);
+    send_str(fd, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+    read_line(fd, line, sizeof(line));
+    read_line(fd, line, sizeof(line));
+    assert_prefix(read_line(fd, line, sizeof(line)), "354 ");
+    /* 10 bytes every 100 ms: 100 bytes per second, well under 1000. */
+    for (i = 0; i < 8; i++) {
+        if (send(fd, "xxxxxxxx\r\n", 10, MSG_NOSIGNAL) != 10)
+            break;
+        usleep(100000);
+    }
+    assert_string_equal(read_line(fd, line, sizeof(line)),
+                        "421 4.4.2 mx.test Minimum data rate not met, closing connection\r\n");
+    close(fd);
+    assert_logged(f, "end=slow");
+    assert_int_equal(delivered(f), 0);
+    finish(f);
+}
+
+static void test_server__data_at_a_fair_rate_is_delivered(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512], chunk[200];
+    int fd, i;
+
+    options(&o, f, loopback0);
+    o.min_data_rate = 1000;
+    o.min_data_rate_grace_ms = 300;
+    start(&o);
+    fd = connect_to(f);
+    read_line(fd, line, sizeof(line));
+    send_str(fd, "EHLO c\r\n");
+    skip_ehlo(fd);
+    send_str(fd, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+    read_line(fd, line, sizeof(line));
+    read_line(fd, line, sizeof(line));
+    assert_prefix(read_line(fd, line, sizeof(line)), "354 ");
+    /* 200 bytes every 50 ms: 4000 bytes per second, for 0.6 s. */
+    memset(chunk, 'y', sizeof(chunk));
+    memcpy(chunk + sizeof(chunk) - 2, "\r\n", 2);
+    for (i = 0; i < 12; i++) {
+        assert_int_equal(send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL), (ssize_t)sizeof(chunk));
+        usleep(50000);
+    }
+    send_str(fd, ".\r\n");
+    assert_prefix(read_line(fd, line, sizeof(line)), "250 2.0.0 Ok: queued as ");
+    close(fd);
+    assert_int_equal(delivered(f), 1);
+    finish(f);
+}
+
+static void test_server__under_stress_the_command_timeout_is_cut(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    struct timespec t0, t1;
+    char line[512];
+    int fds[4], last, i;
+
+    options(&o, f, loopback0);
+    o.max_connections = 5; /* stress from 4 (80%) */
+    o.timeout_ms = 20000;
+    o.stress_timeout_ms = 300;
+    start(&o);
+    for (i = 0; i < 3; i++) {
+        fds[i] = connect_to(f);
+        assert_prefix(read_line(fds[i], line, sizeof(line)), "220 ");
+    }
+    /* 3 of 5: no stress; the 4th connection makes it. */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    last = connect_to(f);
+    assert_prefix(read_line(last, line, sizeof(line)), "220 ");
+    assert_string_equal(read_line(last, line, sizeof(line)),
+                        "421 4.4.2 mx.test Timeout, closing connection\r\n");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(ms_between(&t0, &t1) >= 250 && ms_between(&t0, &t1) < 5000);
+    close(last);
+    assert_logged(f, "stress: 4 of 5 connections in use: waits cut to 300 ms");
+    /* The sessions that were waiting before keep their normal timeout. */
+    usleep(100000);
+    send_str(fds[0], "NOOP\r\n");
+    assert_prefix(read_line(fds[0], line, sizeof(line)), "250 ");
+    for (i = 0; i < 3; i++)
+        close(fds[i]);
+    finish(f);
+}
+
+static void test_server__without_stress_the_command_timeout_is_kept(void **state)
+{
+    semail_server_options o;
+    fixture *f = new_fixture();
+    char line[512];
+    struct pollfd p;
+    int fd;
+
+    options(&o, f, loopback0);
+    o.max_connections = 5;
+    o.timeout_ms = 20000;
+    o.stress_timeout_ms = 100;
+    start(&o);
+    fd = connect_to(f);
+    assert_prefix(read_line(fd, line, sizeof(line)), "220 ");
+    p.fd = fd;
+    p.events = POLLIN;
+    assert_int_equal(poll(&p, 1, 600), 0); /* 1 of 5: no 421 after 100 ms */
+    send_str(fd, "NOOP\r\n");
+    assert_prefix(read_line(fd, line, sizeof(line)), "250 ");
+    close(fd);
+    finish(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1207,6 +1458,14 @@ int main(void)
         cmocka_unit_test(test_server__tls_session_is_closed_at_stop),
         cmocka_unit_test(test_server__tls_listener_port_numbering),
         cmocka_unit_test(test_server__bad_certificate_or_key_fails_new_naming_the_file),
+        cmocka_unit_test(test_server__options_init_turns_the_abuse_limits_on),
+        cmocka_unit_test(test_server__talking_before_the_greeting_gets_554_and_close),
+        cmocka_unit_test(test_server__a_client_that_waits_is_greeted_after_the_pregreet_delay),
+        cmocka_unit_test(test_server__pregreet_zero_greets_at_once),
+        cmocka_unit_test(test_server__data_slower_than_the_minimum_rate_gets_421),
+        cmocka_unit_test(test_server__data_at_a_fair_rate_is_delivered),
+        cmocka_unit_test(test_server__under_stress_the_command_timeout_is_cut),
+        cmocka_unit_test(test_server__without_stress_the_command_timeout_is_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

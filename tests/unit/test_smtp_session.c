@@ -45,6 +45,7 @@ typedef struct fx {
     int with_mail_cb;
     int tls;
     unsigned int max_auth_failures;
+    unsigned int max_junk;
     /* what they saw */
     int auth_calls;
     int mail_calls;
@@ -184,6 +185,7 @@ static void fx_open(fx *f, size_t max_size, unsigned int max_rcpt, unsigned int 
     o.mail = f->with_mail_cb ? mail_cb : NULL;
     o.tls = f->tls;
     o.max_auth_failures = f->max_auth_failures;
+    o.max_junk_commands = f->max_junk;
     assert_int_equal(semail_session_new(&f->s, &o), 0);
     (void)semail_session_output(f->s, &len);
     semail_session_output_consume(f->s, len);
@@ -228,6 +230,26 @@ static const char *talkn(fx *f, const char *in, size_t len)
 static const char *talk(fx *f, const char *in)
 {
     return talkn(f, in, strlen(in));
+}
+
+/* Feed IN one line at a time, as a client that waits for every reply does
+ * (no pipelining); return all the output (owned by F). */
+static const char *talk_each(fx *f, const char *in)
+{
+    semail_buf all;
+    const char *eol;
+
+    semail__buf_init(&all, 1 << 20);
+    while (*in != '\0') {
+        size_t n = (eol = strstr(in, "\r\n")) != NULL ? (size_t)(eol - in) + 2 : strlen(in);
+        const char *o = talkn(f, in, n);
+        assert_int_equal(semail__buf_add(&all, o, strlen(o)), 0);
+        in += n;
+    }
+    assert_int_equal(semail__buf_add(&all, "", 1), 0);
+    free(f->out);
+    f->out = all.data;
+    return f->out;
 }
 
 /* ---- greeting, EHLO, HELO ------------------------------------------------ */
@@ -463,10 +485,12 @@ static void test_session__greeting_again_resets_transaction(void **state)
 
     (void)talk(f, PRELUDE_RCPT);
     assert_non_null(f->s->txn);
-    assert_string_equal(talk(f, "HELO again.example\r\nDATA\r\n"), "250 " HOST "\r\n" NEEDMAIL);
+    assert_string_equal(talk_each(f, "HELO again.example\r\nDATA\r\n"),
+                        "250 " HOST "\r\n" NEEDMAIL);
     assert_null(f->s->txn);
-    assert_string_equal(talk(f, "MAIL FROM:<s@a.example>\r\nRSET\r\nRCPT TO:<r@b.example>\r\n"),
-                        "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n" NEEDMAIL);
+    assert_string_equal(
+        talk_each(f, "MAIL FROM:<s@a.example>\r\nRSET\r\nRCPT TO:<r@b.example>\r\n"),
+        "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n" NEEDMAIL);
     assert_null(f->s->txn);
 }
 
@@ -836,7 +860,7 @@ static void test_session__max_errors_closes_with_421(void **state)
     fx *f = *state;
 
     fx_open(f, 0, 0, 3);
-    assert_string_equal(talk(f, "FOO\r\nNOOP\r\nMAIL FROM:<a@b>\r\nBAR\r\nNOOP\r\n"),
+    assert_string_equal(talk_each(f, "FOO\r\nNOOP\r\nMAIL FROM:<a@b>\r\nBAR\r\nNOOP\r\n"),
                         "500 5.5.2 Command unrecognized\r\n250 2.0.0 Ok\r\n" FIRST
                         "500 5.5.2 Command unrecognized\r\n"
                         "421 4.7.0 " HOST " Too many errors, closing connection\r\n");
@@ -920,10 +944,10 @@ static void test_session__stats(void **state)
 static const char *const scripts[] = {
     "EHLO c.example\r\nMAIL FROM:<s@a.example>\r\nRCPT TO:<r@b.example>\r\nDATA\r\nhi\r\n..x\r\n"
     ".\r\nQUIT\r\n",
-    "HELO c\r\nNOOP\nx\r\nMAIL FROM:<>\r\nRCPT TO:<unknown@b.example>\r\nDATA\r\nRSET\r\nQUIT\r\n",
+    "EHLO c\r\nNOOP\nx\r\nMAIL FROM:<>\r\nRCPT TO:<unknown@b.example>\r\nDATA\r\nRSET\r\nQUIT\r\n",
     PRELUDE_DATA "a\n.\nMAIL FROM:<e@e.example>\r\n\r\n.\r\nNOOP\r\n",
     PRELUDE_DATA "a\r\n.\r\r\nb\r\n.\r\n",
-    "FOO\r\nBAR\r\n\r\n\r\nEHLO x\r\nVRFY a\r\nEXPN b\r\nHELP\r\nRSET\r\n",
+    "EHLO x\r\nFOO\r\nBAR\r\n\r\n\r\nEHLO x\r\nVRFY a\r\nEXPN b\r\nHELP\r\nRSET\r\n",
 };
 
 static char *run_in_pieces(fx *f, const char *in, size_t piece)
@@ -972,6 +996,9 @@ static void test_session__output_bounded_when_client_does_not_read(void **state)
     const char *o;
 
     assert_non_null(in);
+    f->max_junk = UINT32_MAX; /* about flow control, not the junk limit */
+    fx_open(f, 0, 0, 0);
+    (void)talk(f, "EHLO c.example\r\n");
     for (i = 0; i < n; i++)
         memcpy(in + i * 6, "NOOP\r\n", 6);
     assert_int_equal(semail_session_feed(f->s, in, n * 6), 0);
@@ -1008,6 +1035,9 @@ static void test_session__too_much_paused_input_closes(void **state)
         "421 4.7.0 " HOST " Too much pipelined input, closing connection\r\n";
 
     assert_non_null(in);
+    f->max_junk = UINT32_MAX;
+    fx_open(f, 0, 0, 0);
+    (void)talk(f, "EHLO c.example\r\n");
     for (i = 0; i + 6 <= chunk; i += 6)
         memcpy(in + i, "NOOP\r\n", 6);
     for (i = 0; i < 10 && semail_session_state_get(f->s) != SEMAIL_STATE_CLOSED; i++) {
@@ -1140,7 +1170,7 @@ static void test_session__auth_in_every_state(void **state)
     assert_int_equal(f->auth_calls, 0);
     assert_string_equal(f->msg, "AUTH PLAIN " PLAIN_GOOD "\r\n");
     /* READY, also after HELO. */
-    assert_string_equal(talk(f, "HELO c.example\r\nAUTH PLAIN " PLAIN_GOOD "\r\n"),
+    assert_string_equal(talk_each(f, "HELO c.example\r\nAUTH PLAIN " PLAIN_GOOD "\r\n"),
                         "250 " HOST "\r\n" AUTH_OK);
     assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
     assert_string_equal(talk(f, "AUTH PLAIN " PLAIN_GOOD "\r\n"),
@@ -1396,14 +1426,14 @@ static void test_session__auth_not_offered(void **state)
     /* A callback, but a plain connection that does not offer it: go to TLS. */
     f->with_auth_cb = 1;
     fx_open(f, 0, 0, 0);
-    assert_string_equal(talk(f, "HELO c\r\nAUTH LOGIN\r\n"),
+    assert_string_equal(talk_each(f, "HELO c\r\nAUTH LOGIN\r\n"),
                         "250 " HOST "\r\n538 5.7.11 Encryption required for requested "
                         "authentication mechanism\r\n");
     assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_READY);
     /* On TLS, not offered means not enabled. */
     f->tls = 1;
     fx_open(f, 0, 0, 0);
-    assert_string_equal(talk(f, "HELO c\r\nAUTH LOGIN\r\n"),
+    assert_string_equal(talk_each(f, "HELO c\r\nAUTH LOGIN\r\n"),
                         "250 " HOST "\r\n503 5.5.1 Authentication not enabled\r\n");
     assert_int_equal(f->auth_calls, 0);
 }
@@ -1586,6 +1616,163 @@ static void test_session__auth_replies_do_not_depend_on_the_pieces(void **state)
     }
 }
 
+/* ---- protocol abuse ------------------------------------------------------ */
+
+#define PIPELINING_554 "554 5.5.1 Error: improper use of SMTP command pipelining\r\n"
+#define BREAK_RULES    "221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+
+static void test_session__pipelining_after_helo_closes_with_554(void **state)
+{
+    fx *f = *state;
+
+    /* HELO did not advertise PIPELINING: the client must wait for each reply. */
+    assert_string_equal(talk(f, "HELO c.example\r\nMAIL FROM:<s@a.example>\r\n"),
+                        "250 " HOST "\r\n" PIPELINING_554);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+    assert_null(f->s->txn);
+    /* Later in a HELO session too, and a partial line counts: it was sent early. */
+    fx_open(f, 0, 0, 0);
+    (void)talk_each(f, "HELO c.example\r\nMAIL FROM:<s@a.example>\r\n");
+    assert_string_equal(talk(f, "RCPT TO:<r@b.example>\r\nDA"), "250 2.1.5 Ok\r\n" PIPELINING_554);
+    assert_int_equal(f->rcpt_calls, 1);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+}
+
+static void test_session__pipelining_before_any_greeting_closes_with_554(void **state)
+{
+    fx *f = *state;
+
+    assert_string_equal(talk(f, "NOOP\r\nEHLO c.example\r\n"), "250 2.0.0 Ok\r\n" PIPELINING_554);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+    /* A failed EHLO gives no ESMTP either. */
+    fx_open(f, 0, 0, 0);
+    assert_string_equal(talk(f, "EHLO a\tb\r\nMAIL FROM:<s@a.example>\r\n"),
+                        "501 5.5.4 Invalid hostname\r\n" PIPELINING_554);
+}
+
+static void test_session__helo_body_sent_with_data_closes_without_delivery(void **state)
+{
+    fx *f = *state;
+
+    (void)talk_each(f, "HELO c.example\r\nMAIL FROM:<s@a.example>\r\nRCPT TO:<r@b.example>\r\n");
+    assert_string_equal(talk(f, "DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"),
+                        "354 End data with <CR><LF>.<CR><LF>\r\n" PIPELINING_554);
+    assert_int_equal(f->msg_calls, 0);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+}
+
+static void test_session__helo_client_that_waits_is_served(void **state)
+{
+    fx *f = *state;
+
+    assert_string_equal(talk_each(f, "HELO c.example\r\nMAIL FROM:<s@a.example>\r\n"
+                                     "RCPT TO:<r@b.example>\r\nDATA\r\n"),
+                        "250 " HOST "\r\n" REPLIES_DATA);
+    /* The message itself is one block: DATA lines may come together. */
+    (void)talk(f, "Subject: x\r\n\r\nline 1\r\nline 2\r\n.\r\n");
+    assert_int_equal(f->msg_calls, 1);
+    assert_string_equal(f->msg, "Subject: x\r\n\r\nline 1\r\nline 2\r\n");
+    assert_string_equal(talk(f, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+}
+
+static void test_session__pipelining_after_ehlo_is_accepted(void **state)
+{
+    fx *f = *state;
+
+    /* EHLO may be followed at once (the client reads the replies as a group). */
+    f->plain_queue_reply = 1;
+    assert_string_equal(talk(f, PRELUDE_DATA "hi\r\n.\r\nRSET\r\nQUIT\r\n"),
+                        "250-" HOST "\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
+                        "250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n" REPLIES_DATA
+                        "250 2.0.0 Ok: queued\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n");
+    assert_int_equal(f->msg_calls, 1);
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+    /* HELO after EHLO ends ESMTP: pipelining is refused from then on. */
+    fx_open(f, 0, 0, 0);
+    assert_string_equal(talk(f, "EHLO c\r\nHELO c\r\nNOOP\r\n"),
+                        "250-" HOST "\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
+                        "250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n250 " HOST "\r\n" PIPELINING_554);
+}
+
+static void test_session__http_request_closes_at_once(void **state)
+{
+    static const char *const requests[] = {
+        "GET / HTTP/1.1\r\nHost: mx\r\n\r\n",
+        "POST /cgi HTTP/1.0\r\nContent-Length: 30\r\n\r\nMAIL FROM:<a@b>\r\n",
+        "CONNECT mx:25 HTTP/1.1\r\n\r\n",
+        "HEAD / HTTP/1.1\r\n",
+        "PUT /x HTTP/1.1\r\n",
+        "OPTIONS * HTTP/1.1\r\n",
+        "get / HTTP/1.1\r\n",
+    };
+    fx *f = *state;
+    size_t i;
+
+    for (i = 0; i < SEMAIL_ARRAY_LEN(requests); i++) {
+        fx_open(f, 0, 0, 0);
+        assert_string_equal(talk(f, requests[i]), BREAK_RULES);
+        assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+    }
+    /* Mid-session (after EHLO), too: no rcpt or message callback ever runs. */
+    fx_open(f, 0, 0, 0);
+    (void)talk(f, "EHLO c.example\r\nMAIL FROM:<s@a.example>\r\n");
+    assert_string_equal(talk(f, "POST / HTTP/1.1\r\nRCPT TO:<r@b.example>\r\n"), BREAK_RULES);
+    assert_int_equal(f->rcpt_calls, 0);
+}
+
+static void test_session__header_sent_as_a_command_closes(void **state)
+{
+    fx *f = *state;
+
+    (void)talk(f, "EHLO c.example\r\n");
+    assert_string_equal(talk(f, "Subject: hello\r\n"), BREAK_RULES);
+    fx_open(f, 0, 0, 0);
+    (void)talk(f, "EHLO c.example\r\n");
+    assert_string_equal(talk(f, "From:<a@b.example>\r\n"), BREAK_RULES);
+    /* A verb with a bad argument is only a syntax error; a word without a colon, 500. */
+    fx_open(f, 0, 0, 0);
+    (void)talk(f, "EHLO c.example\r\n");
+    assert_string_equal(talk(f, "MAIL FROM:x\r\n"), "501 5.1.7 Bad sender address syntax\r\n");
+    assert_string_equal(talk(f, "SUBJECT hello\r\n"), "500 5.5.2 Command unrecognized\r\n");
+    assert_string_equal(talk(f, ":x\r\n"), "500 5.5.2 Command unrecognized\r\n");
+    assert_string_equal(talk(f, "MAILFROM:<a@b.example>\r\n"),
+                        "500 5.5.2 Command unrecognized\r\n");
+    assert_string_equal(talk(f, "rcptto:<a@b.example>\r\n"), "500 5.5.2 Command unrecognized\r\n");
+    assert_int_not_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+}
+
+static void test_session__junk_commands_over_the_limit_close_with_421(void **state)
+{
+    fx *f = *state;
+
+    f->max_junk = 3;
+    fx_open(f, 0, 0, 0);
+    assert_string_equal(talk(f, "EHLO c.example\r\nNOOP\r\nRSET\r\nVRFY x\r\n"),
+                        "250-" HOST "\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
+                        "250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n"
+                        "502 5.5.1 Command not implemented\r\n");
+    /* An accepted message starts the count again. */
+    (void)talk(f, "MAIL FROM:<s@a.example>\r\nRCPT TO:<r@b.example>\r\nDATA\r\nx\r\n.\r\n");
+    assert_int_equal(f->msg_calls, 1);
+    assert_string_equal(talk(f, "RSET\r\nHELP\r\nNOOP\r\n"),
+                        "250 2.0.0 Ok\r\n214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP "
+                        "QUIT HELP\r\n250 2.0.0 Ok\r\n");
+    assert_string_equal(talk(f, "EXPN x\r\nQUIT\r\n"),
+                        "421 4.7.0 " HOST " Too many junk commands, closing connection\r\n");
+    assert_int_equal(semail_session_state_get(f->s), SEMAIL_STATE_CLOSED);
+    /* The default is 100. */
+    f->max_junk = 0;
+    fx_open(f, 0, 0, 0);
+    {
+        int i;
+        (void)talk(f, "EHLO c.example\r\n");
+        for (i = 0; i < 100; i++)
+            assert_string_equal(talk(f, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+        assert_string_equal(talk(f, "NOOP\r\n"),
+                            "421 4.7.0 " HOST " Too many junk commands, closing connection\r\n");
+    }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1647,6 +1834,14 @@ int main(void)
         T(test_session__helo_accessor),
         T(test_session__mail_callback_decides_the_sender),
         T(test_session__auth_replies_do_not_depend_on_the_pieces),
+        T(test_session__pipelining_after_helo_closes_with_554),
+        T(test_session__pipelining_before_any_greeting_closes_with_554),
+        T(test_session__helo_body_sent_with_data_closes_without_delivery),
+        T(test_session__helo_client_that_waits_is_served),
+        T(test_session__pipelining_after_ehlo_is_accepted),
+        T(test_session__http_request_closes_at_once),
+        T(test_session__header_sent_as_a_command_closes),
+        T(test_session__junk_commands_over_the_limit_close_with_421),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
