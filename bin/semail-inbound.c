@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -259,6 +260,19 @@ static void *signal_main(void *arg)
     }
 }
 
+/* One descriptor per connection: take the whole hard limit, so that
+ * max_connections and not a soft limit of 1024 decides who gets a 421. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            logf_("cannot raise the descriptor limit to %llu", (unsigned long long)rl.rlim_max);
+    }
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 /* "HOST:PORT" of listener I with the port actually bound. */
@@ -391,6 +405,7 @@ int main(int argc, char **argv)
     }
     if ((a.cfg = prog_load_config(&pc)) == NULL)
         return 1;
+    raise_nofile();
     if (setup_inbound(&a) < 0 || setup_server(&a) < 0)
         goto done;
     user = semail_config_get(a.cfg, "global", "user");
