@@ -100,7 +100,7 @@ static int cfg_number(const semail_config *cfg, const char *key, char kind, uint
 
 static int read_limits(const semail_config *cfg, semail_server_options *so)
 {
-    uint64_t size, rcpts, conns, per, cmd_ms, data_ms, errs;
+    uint64_t size, rcpts, conns, per, cmd_ms, data_ms, errs, pause;
 
     if (cfg_number(cfg, "max_message_size", 's', SIZE_MAX / 2, &size) < 0 ||
         cfg_number(cfg, "max_recipients", 'u', UINT_MAX, &rcpts) < 0 ||
@@ -108,8 +108,10 @@ static int read_limits(const semail_config *cfg, semail_server_options *so)
         cfg_number(cfg, "max_connections_per_client", 'u', UINT_MAX, &per) < 0 ||
         cfg_number(cfg, "command_timeout", 'd', INT_MAX, &cmd_ms) < 0 ||
         cfg_number(cfg, "data_timeout", 'd', INT_MAX, &data_ms) < 0 ||
-        cfg_number(cfg, "max_errors", 'u', UINT_MAX, &errs) < 0)
+        cfg_number(cfg, "max_errors", 'u', UINT_MAX, &errs) < 0 ||
+        cfg_number(cfg, "greet_pause_ms", 'u', UINT_MAX, &pause) < 0)
         return -1;
+    so->pregreet_ms = (unsigned int)pause;
     so->session.max_message_size = (size_t)size;
     so->session.max_recipients = (unsigned int)rcpts;
     so->session.max_errors = (unsigned int)errs;

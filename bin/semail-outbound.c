@@ -755,13 +755,15 @@ static int setup_outbound(app *a)
 
 static int read_server_limits(const app *a, semail_server_options *so)
 {
-    uint64_t rcpts, conns, per, errs;
+    uint64_t rcpts, conns, per, errs, pause;
 
-    if (cfg_number(a, "inbound", "max_recipients", 'u', UINT_MAX, &rcpts) < 0 ||
+    if (cfg_number(a, "inbound", "greet_pause_ms", 'u', UINT_MAX, &pause) < 0 ||
+        cfg_number(a, "inbound", "max_recipients", 'u', UINT_MAX, &rcpts) < 0 ||
         cfg_number(a, "inbound", "max_connections", 'u', UINT_MAX, &conns) < 0 ||
         cfg_number(a, "inbound", "max_connections_per_client", 'u', UINT_MAX, &per) < 0 ||
         cfg_number(a, "inbound", "max_errors", 'u', UINT_MAX, &errs) < 0)
         return -1;
+    so->pregreet_ms = (unsigned int)pause;
     so->session.max_message_size = a->ob.max_message_size;
     so->session.max_recipients = (unsigned int)rcpts;
     so->session.max_errors = (unsigned int)errs;

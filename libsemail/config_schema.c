@@ -50,6 +50,7 @@ const struct semail__cfg_key semail__cfg_schema[] = {
     KEY("inbound", "command_timeout", CFG_DURATION, 0, "5m"),
     KEY("inbound", "data_timeout", CFG_DURATION, 0, "10m"),
     KEYMAX("inbound", "max_errors", CFG_UINT, 0, "20", 1000000),
+    KEYMAX("inbound", "greet_pause_ms", CFG_UINT, 0, "0", 10000),
     /* [outbound] */
     KEY("outbound", "listen", CFG_LISTEN, 0, "[::]:587"),
     KEY("outbound", "listen_tls", CFG_LISTEN, CFG_EMPTY_OK, "[::]:465"),

@@ -56,6 +56,9 @@ def test_dialog(path, which, request):
             oplatform.write_config(**d.settings)
         srv = request.getfixturevalue("outbound")()
         port, rcpt = oplatform.sub_port, ot.ALICE
+    # The fixture's readiness probe must have left before a dialog that
+    # counts connections opens its own.
+    wait_for_log(srv, r"session client=.* end=")
     dialogs.run(d, "127.0.0.1", port, {"RCPT": rcpt, "HOST": it.HOSTNAME})
     for pattern in d.logs:
         wait_for_log(srv, pattern)
