@@ -23,6 +23,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "container_internal.h"
 #include "docker_api.h"
 #include "semail/registry.h"
 #include "storage_internal.h"
@@ -511,29 +512,58 @@ void semail_container_list_free(semail_container_info *list)
     free(list);
 }
 
-int semail_container_delete(semail_container_engine *e, const char *login)
+/* The container of LOGIN, NAME filled: 0 and C filled; 1 when there is none; or an error. */
+static int find_ours(semail_container_engine *e, const char *login, char *name, size_t n,
+                     semail__docker_container *c)
 {
-    semail__docker_container c;
-    char name[64], action[32];
+    int err;
+
+    if ((err = semail_validate_name(login)) < 0 || (err = container_name(name, n, login)) < 0)
+        return err;
+    if ((err = inspect(e, name, c)) == SEMAIL_ENOTFOUND)
+        return 1;
+    if (err < 0)
+        return err;
+    if (strcmp(c->user, login) != 0)
+        return semail__err(SEMAIL_EPERM, "%s: a container that semail did not make: left alone",
+                           name);
+    return 0;
+}
+
+/* A clean stop (sshd ends its sessions); stopped or gone already: 0. */
+static int stop(semail_container_engine *e, const char *name)
+{
+    char action[32];
     long status;
     int err;
 
-    if ((err = semail_validate_name(login)) < 0)
+    if ((err = semail__fmt(action, sizeof(action), "stop?t=%d", STOP_GRACE_S)) < 0)
         return err;
-    if ((err = container_name(name, sizeof(name), login)) < 0)
-        return err;
-    if ((err = inspect(e, name, &c)) == SEMAIL_ENOTFOUND)
-        return 0;
-    if (err < 0)
-        return err;
-    if (strcmp(c.user, login) != 0)
-        return semail__err(SEMAIL_EPERM, "%s: a container that semail did not make: left alone",
-                           name);
-    /* A clean stop first (sshd ends its sessions), then the forced removal. */
-    if ((err = semail__fmt(action, sizeof(action), "stop?t=%d", STOP_GRACE_S)) < 0 ||
-        (err = post_action(e, name, action, 1, &status)) < 0)
+    return post_action(e, name, action, 1, &status);
+}
+
+int semail_container_delete(semail_container_engine *e, const char *login)
+{
+    semail__docker_container c;
+    char name[64];
+    int err;
+
+    if ((err = find_ours(e, login, name, sizeof(name), &c)) != 0)
+        return err < 0 ? err : 0;
+    if ((err = stop(e, name)) < 0)
         return err;
     return remove_container(e, name);
+}
+
+int semail__container_stop(semail_container_engine *e, const char *login)
+{
+    semail__docker_container c;
+    char name[64];
+    int err;
+
+    if ((err = find_ours(e, login, name, sizeof(name), &c)) != 0)
+        return err < 0 ? err : 0;
+    return stop(e, name); /* also a paused one: it holds its mounts too; stopped: 304, fine */
 }
 
 /* ---- create --------------------------------------------------------------- */

@@ -6,11 +6,12 @@
  * named `semail-LOGIN`; remove also removes the person's key directory
  * (the box is gone for good, or its create is undone); start re-runs the
  * idempotent create, which starts a stopped container (or makes it again,
- * on another port, when the engine lost it).
+ * on another port, when the engine lost it); stop keeps the container.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "container_internal.h"
 #include "provision_internal.h"
 
 static void fill_spec(semail_container_spec *s, const semail_user *u, const char *mount)
@@ -66,6 +67,12 @@ static int ct_start(void *self, const semail_user *u, const char *mount, int *po
     return 0;
 }
 
+static int ct_stop(void *self, const char *login)
+{
+    int err = semail__container_stop(self, login);
+    return err < 0 ? semail__prov_err(err, "container: %s", semail_error_last()) : 0;
+}
+
 static int ct_set_keys(void *self, const char *login, const char *keys)
 {
     int err = semail_container_set_keys(self, login, keys);
@@ -83,6 +90,7 @@ void semail__prov_containers_engine(semail__prov_containers *out, semail_contain
     out->remove = ct_remove;
     out->forget = ct_forget;
     out->start = ct_start;
+    out->stop = ct_stop;
     out->set_keys = ct_set_keys;
     out->close = ct_close;
     out->self = engine;

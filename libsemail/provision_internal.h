@@ -37,6 +37,11 @@ typedef struct semail__prov_containers {
      * *PORT gets its SSH port (another one when the container had to be made again).
      */
     int (*start)(void *self, const semail_user *u, const char *mount, int *port);
+    /*
+     * Stop the container of LOGIN and keep it (start runs it again, on the
+     * same port), so that it lets go of its bind mount; none or stopped: 0.
+     */
+    int (*stop)(void *self, const char *login);
     /* Replace the authorized_keys of the running container of LOGIN. */
     int (*set_keys)(void *self, const char *login, const char *keys);
     /* Free SELF. */

@@ -89,12 +89,46 @@ done:
     return err;
 }
 
+/*
+ * The storage could not grow the file system while the container of U
+ * holds it (the kernel refused the on-line grow and its bind mount keeps
+ * the file system alive): stop the container, grow off line, and start it
+ * again whatever happened. Returns the grow's outcome; a start that failed
+ * after a good grow goes to *START_ERR, its message to WHY. U->ssh_port
+ * follows the container.
+ */
+static int grow_stopped(semail_provision *p, semail_user *u, uint64_t size, int *start_err,
+                        char *why, size_t why_size)
+{
+    char mount[4096], grow_msg[512];
+    int err, port = 0;
+
+    if (semail__fmt(mount, sizeof(mount), "%s/%s", p->mail_root, u->login) < 0)
+        return semail__err(SEMAIL_EINVAL, "mail_root too long");
+    semail__prov_log(p,
+                     "resize: %s: its container holds the file system: stopping it to grow "
+                     "the file system off line",
+                     u->login);
+    if ((err = p->ct.stop(p->ct.self, u->login)) < 0)
+        return err;
+    if ((err = semail_storage_resize(p->st, u->login, size)) < 0)
+        (void)semail__strlcpy(grow_msg, semail_error_last(), sizeof(grow_msg));
+    if ((*start_err = p->ct.start(p->ct.self, u, mount, &port)) < 0)
+        (void)semail__strlcpy(why, semail_error_last(), why_size);
+    else
+        u->ssh_port = port;
+    if (err < 0 && *start_err < 0)
+        return semail__err(err, "%s; and its container did not start again: %s", grow_msg, why);
+    return err < 0 ? semail__err(err, "%s", grow_msg) : 0;
+}
+
 int semail_provision_resize(semail_provision *p, const char *login, uint64_t size)
 {
     semail_registry *reg = NULL;
     const semail_user *old;
     semail_user u;
-    int err, lock = -1;
+    char why[512];
+    int err, lock = -1, start_err = 0;
 
     if (p == NULL || login == NULL)
         return semail__err(SEMAIL_EINVAL, "user resize: NULL argument");
@@ -107,13 +141,27 @@ int semail_provision_resize(semail_provision *p, const char *login, uint64_t siz
         err = semail__err(SEMAIL_EINVAL, "the box of '%s' is not active", login);
         goto done;
     }
-    if ((err = semail_storage_resize(p->st, login, size)) < 0)
-        goto done;
     u = *old;
+    err = semail_storage_resize(p->st, login, size);
+    if (err == SEMAIL_ETEMP && old->container && p->containers_on)
+        err = grow_stopped(p, &u, size, &start_err, why, sizeof(why));
+    /* The size only when grown; a port the restarted container moved to, always. */
+    if (err < 0 && u.ssh_port != old->ssh_port) {
+        (void)semail__strlcpy(why, semail_error_last(), sizeof(why));
+        (void)semail_registry_update(p->state_dir, &u);
+        err = semail__err(err, "%s", why);
+    }
+    if (err < 0)
+        goto done;
     u.size = size;
     if ((err = semail_registry_update(p->state_dir, &u)) < 0)
         goto done;
     semail__prov_log(p, "resize: %s now %llu bytes", login, (unsigned long long)size);
+    if (start_err < 0)
+        err = semail__err(start_err,
+                          "%s: grown to %llu bytes, but the container did not start again: %s "
+                          "(semail-admin mount-all starts it)",
+                          login, (unsigned long long)size, why);
 done:
     semail_registry_free(reg);
     semail__prov_unlock(lock);
@@ -122,10 +170,39 @@ done:
 
 /* ---- mount-all ------------------------------------------------------------------------- */
 
+/*
+ * Start the container of U. RESTART (its file system was just mounted):
+ * stop it first, since the engine may have started it on its own (restart
+ * policy) before the mount, with the empty mount point bind-mounted at
+ * ~/mail; started again, its bind mount takes the mounted file system.
+ */
+static int start_container(semail_provision *p, const semail_user *u, const char *mount,
+                           int restart)
+{
+    semail_user moved;
+    int err, port = 0;
+
+    if (restart && (err = p->ct.stop(p->ct.self, u->login)) < 0)
+        return err;
+    if ((err = p->ct.start(p->ct.self, u, mount, &port)) < 0)
+        return err;
+    if (restart)
+        semail__prov_log(p, "mount-all: %s: file system mounted, container restarted on it",
+                         u->login);
+    if (port == u->ssh_port)
+        return 0;
+    moved = *u;
+    moved.ssh_port = port;
+    if ((err = semail_registry_update(p->state_dir, &moved)) == 0)
+        semail__prov_log(p, "mount-all: %s: container made again, ssh port %d", u->login, port);
+    return err;
+}
+
 static int bring_up(semail_provision *p, const semail_user *u)
 {
+    semail_storage_state was = SEMAIL_STORAGE_ABSENT;
     char mount[4096];
-    int err, lock = -1, port = 0;
+    int err, lock = -1;
 
     if (semail__fmt(mount, sizeof(mount), "%s/%s", p->mail_root, u->login) < 0)
         return semail__err(SEMAIL_EINVAL, "mail_root too long");
@@ -134,18 +211,14 @@ static int bring_up(semail_provision *p, const semail_user *u)
     if (strcmp(u->storage, semail_storage_backend_name(p->st)) != 0)
         err = semail__err(SEMAIL_ECONFIG, "uses storage '%s', but [storage] backend is '%s'",
                           u->storage, semail_storage_backend_name(p->st));
-    else if ((err = semail_storage_mount(p->st, u->login)) < 0)
+    else if ((err = semail_storage_status(&was, p->st, u->login)) < 0 ||
+             (err = semail_storage_mount(p->st, u->login)) < 0)
         ;
     else if (u->container && !p->containers_on)
         err = semail__err(SEMAIL_ECONFIG, "has the container %s, but [containers] is not enabled",
                           u->container);
-    else if (u->container && (err = p->ct.start(p->ct.self, u, mount, &port)) == 0 &&
-             port != u->ssh_port) {
-        semail_user moved = *u;
-        moved.ssh_port = port;
-        if ((err = semail_registry_update(p->state_dir, &moved)) == 0)
-            semail__prov_log(p, "mount-all: %s: container made again, ssh port %d", u->login, port);
-    }
+    else if (u->container)
+        err = start_container(p, u, mount, was != SEMAIL_STORAGE_MOUNTED);
     semail__prov_unlock(lock);
     return err;
 }

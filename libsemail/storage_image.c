@@ -36,6 +36,7 @@
 #define ATTACH_TRIES      8
 #define LOOPS_MAX         8
 #define DETACH_WAIT_MS    2000
+#define HELD_WAIT_MS      50
 
 struct image {
     char *dir;       /* image_dir as configured */
@@ -460,59 +461,195 @@ static int image_destroy(void *self, const semail_storage_box *box)
     return semail__storage_rmdir(box);
 }
 
-static int grow(const struct image *im, const struct img *g, int fd, const struct stat *st,
-                uint64_t size)
-{
-    int nums[LOOPS_MAX], count, loop_fd, err = 0;
-    dev_t devs[LOOPS_MAX];
-    char dev[32];
+/* ---- growing -------------------------------------------------------------- */
 
+static uint32_t le32(const unsigned char *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+/*
+ * Bytes the ext4 file system read through FD spans, from its superblock;
+ * UINT64_MAX when it cannot be read (then nothing may be cut off). Read
+ * through the loop device, a mounted file system's superblock is the
+ * kernel's current one (it lives in the device's page cache).
+ */
+static uint64_t fs_bytes(int fd)
+{
+    unsigned char sb[1024];
+    uint64_t blocks;
+    uint32_t log;
+
+    if (pread(fd, sb, sizeof(sb), 1024) != (ssize_t)sizeof(sb) || sb[56] != 0x53 || sb[57] != 0xEF)
+        return UINT64_MAX;
+    blocks = le32(sb + 4);
+    if (le32(sb + 0x60) & 0x80) /* INCOMPAT_64BIT: the high half of the block count */
+        blocks |= (uint64_t)le32(sb + 0x150) << 32;
+    if ((log = le32(sb + 24)) > 6 || blocks > (UINT64_MAX >> (10 + log)))
+        return UINT64_MAX;
+    return blocks << (10 + log);
+}
+
+/* LOOP_SET_CAPACITY on DEV: the device takes the image's new size. errno set on -1. */
+static int loop_capacity(const char *dev)
+{
+    int fd = open(dev, O_RDWR | O_CLOEXEC), r = -1, e;
+
+    if (fd < 0)
+        return -1;
+    r = ioctl(fd, LOOP_SET_CAPACITY, 0);
+    e = errno;
+    close(fd);
+    errno = e;
+    return r;
+}
+
+/*
+ * After a failed grow: the image back to OLD bytes, unless its file system
+ * already spans more (then the bigger file is what it needs). DEV: the loop
+ * device bound to it ("" when none). Records no error: the grow's stands.
+ */
+static void undo_grow(int fd, uint64_t old, const char *dev)
+{
+    struct stat now;
+    int src = fd, dev_fd = -1;
+
+    if (fstat(fd, &now) < 0 || (uint64_t)now.st_size <= old)
+        return;
+    if (dev[0] && (src = dev_fd = open(dev, O_RDONLY | O_CLOEXEC)) < 0)
+        return; /* cannot read what the kernel has: keep the file */
+    if (fs_bytes(src) <= old && ftruncate(fd, (off_t)old) == 0) {
+        (void)fsync(fd);
+        if (dev[0])
+            (void)loop_capacity(dev);
+    }
+    if (dev_fd >= 0)
+        close(dev_fd);
+}
+
+static int set_size(const struct img *g, int fd, const struct stat *st, uint64_t size)
+{
     if (size > (uint64_t)st->st_size && ftruncate(fd, (off_t)size) < 0)
         return semail__errno(semail__errno_code(errno), errno, "grow %s", g->path);
     if (fsync(fd) < 0)
         return semail__errno(semail__errno_code(errno), errno, "fsync %s", g->path);
+    return 0;
+}
+
+/*
+ * Make the image SIZE bytes and grow its file system to fill it: on line
+ * through the loop device when one is bound (DEV names it), off line on
+ * the file when none is (DEV "").
+ */
+static int grow(const struct image *im, const struct img *g, int fd, const struct stat *st,
+                uint64_t size, char *dev, size_t dev_size)
+{
+    int nums[LOOPS_MAX], count, err;
+    dev_t devs[LOOPS_MAX];
+
+    dev[0] = '\0';
+    if ((err = set_size(g, fd, st, size)) < 0)
+        return err;
     if ((count = find_loops(g, st, nums, devs)) < 0)
         return count;
     if (count == 0)
         return semail__storage_grow_fs(im->tool_path, g->path, 1);
-    (void)semail__fmt(dev, sizeof(dev), "/dev/loop%d", nums[0]);
-    if ((loop_fd = open(dev, O_RDWR | O_CLOEXEC)) < 0)
-        return semail__errno(SEMAIL_EIO, errno, "open %s", dev);
-    if (ioctl(loop_fd, LOOP_SET_CAPACITY, 0) < 0)
-        err = semail__errno(SEMAIL_EIO, errno, "%s: LOOP_SET_CAPACITY", dev);
-    close(loop_fd);
+    (void)semail__fmt(dev, dev_size, "/dev/loop%d", nums[0]);
+    if (loop_capacity(dev) < 0)
+        return semail__errno(SEMAIL_EIO, errno, "%s: LOOP_SET_CAPACITY", dev);
     /* Bound means mounted here or elsewhere: resize2fs grows it on line. */
-    return err < 0 ? err : semail__storage_grow_fs(im->tool_path, dev, 0);
+    return semail__storage_grow_fs(im->tool_path, dev, 0);
 }
 
 /*
- * Grow on line; where the kernel refuses (some sandboxes deny
- * EXT4_IOC_RESIZE_FS), unmount, grow off line and mount again.
+ * 1 when a loop device of the image is still held once our mount is gone:
+ * another mount namespace mounts the file system (a container's bind
+ * mount), so unmounting ours does not free it. The kernel claims a mounted
+ * device exclusively, so an O_EXCL open tells. A holder that is letting go
+ * (a container just stopped) gets HELD_WAIT_MS.
  */
-static int grow_or_remount(struct image *im, const struct img *g, const semail_storage_box *box,
-                           int fd, const struct stat *st, uint64_t size)
+static int held_elsewhere(const struct img *g, const struct stat *img)
 {
-    char first[256];
-    int err;
+    int nums[LOOPS_MAX], count, i, waited, busy = 0;
+    dev_t devs[LOOPS_MAX];
+    char dev[32];
 
-    if ((err = grow(im, g, fd, st, size)) == 0)
-        return 0;
-    if (semail__mountinfo_find(NULL, box->path, NULL) != 1)
-        return err;
-    (void)semail__strlcpy(first, semail_error_last(), sizeof(first));
+    for (waited = 0; waited <= HELD_WAIT_MS; waited += 50) {
+        if ((count = find_loops(g, img, nums, devs)) < 0)
+            return count;
+        for (i = 0, busy = 0; i < count && !busy; i++) {
+            int fd;
+            (void)semail__fmt(dev, sizeof(dev), "/dev/loop%d", nums[i]);
+            if ((fd = open(dev, O_RDONLY | O_EXCL | O_CLOEXEC)) >= 0)
+                close(fd);
+            else
+                busy = errno == EBUSY;
+        }
+        if (!busy)
+            return 0;
+        sleep_ms(50);
+    }
+    return 1;
+}
+
+/*
+ * The kernel refused the on-line grow (without CAP_SYS_RESOURCE, as in
+ * some sandboxes, EXT4_IOC_RESIZE_FS fails): unmount, grow off line, mount
+ * again. When the file system is still held elsewhere once unmounted here,
+ * it is mounted back at once and nothing is grown (SEMAIL_ETEMP): the
+ * holder must let go first. FIRST: why the on-line grow failed.
+ */
+static int regrow_offline(struct image *im, const struct img *g, const semail_storage_box *box,
+                          int fd, const struct stat *st, uint64_t size, const char *first)
+{
+    char why[512];
+    int err, held;
+
     if (semail__storage_umount(box) < 0)
         return semail__err(SEMAIL_ETEMP,
                            "on-line resize failed (%s) and the file system is busy: "
                            "stop what uses %s and retry",
                            first, box->path);
-    if ((err = loop_detach_all(g, st)) == 0)
-        err = semail__storage_grow_fs(im->tool_path, g->path, 1);
-    if (err < 0) {
-        (void)semail__strlcpy(first, semail_error_last(), sizeof(first));
-        (void)do_mount(im, g, box, 0);
-        return semail__err(err, "%s", first);
+    if ((held = held_elsewhere(g, st)) != 0) {
+        err = held < 0 ? held
+                       : semail__err(SEMAIL_ETEMP,
+                                     "on-line resize failed (%s) and the file system is still "
+                                     "mounted elsewhere (a container?): stop it and retry",
+                                     first);
+        (void)semail__strlcpy(why, semail_error_last(), sizeof(why));
+    } else if ((err = loop_detach_all(g, st)) == 0 && (err = set_size(g, fd, st, size)) == 0 &&
+               (err = semail__storage_grow_fs(im->tool_path, g->path, 1)) == 0) {
+        return do_mount(im, g, box, 0);
+    } else {
+        (void)semail__strlcpy(why, semail_error_last(), sizeof(why));
+        undo_grow(fd, (uint64_t)st->st_size, "");
     }
-    return do_mount(im, g, box, 0);
+    if (do_mount(im, g, box, 0) < 0) {
+        char again[256];
+        (void)semail__strlcpy(again, semail_error_last(), sizeof(again));
+        return semail__err(err, "%s; and mounting it again failed: %s (semail-admin mount-all)",
+                           why, again);
+    }
+    return semail__err(err, "%s", why);
+}
+
+/* Grow on line; where the kernel refuses, off line (regrow_offline). */
+static int grow_or_remount(struct image *im, const struct img *g, const semail_storage_box *box,
+                           int fd, const struct stat *st, uint64_t size)
+{
+    char first[256], dev[32];
+    semail__mount mnt;
+    int err;
+
+    if ((err = grow(im, g, fd, st, size, dev, sizeof(dev))) == 0)
+        return 0;
+    (void)semail__strlcpy(first, semail_error_last(), sizeof(first));
+    undo_grow(fd, (uint64_t)st->st_size, dev);
+    /* Off line was tried already (not bound), or it is bound but not mounted here. */
+    if (!dev[0] || semail__mountinfo_find(NULL, box->path, &mnt) != 1 ||
+        mounted_ours(g, st, &mnt) != 1)
+        return semail__err(err, "%s", first);
+    return regrow_offline(im, g, box, fd, st, size, first);
 }
 
 static int image_resize(void *self, const semail_storage_box *box, uint64_t size)

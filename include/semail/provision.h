@@ -207,17 +207,26 @@ SEMAIL_EXTERN int semail_provision_set_keys(semail_provision *p, const char *log
                                             const char *keys);
 
 /**
- * Grow the filesystem of @p login to @p size bytes and record the size.
+ * Grow the filesystem of @p login to @p size bytes and record the size
+ * (only once grown). When the storage cannot grow it while the box's
+ * container holds it (::SEMAIL_ETEMP: the on-line grow was refused), the
+ * container is stopped, the filesystem grown off line, and the container
+ * started again (same SSH port), also when the grow failed.
  *
  * @return 0; the errors of semail_storage_resize(); ::SEMAIL_ENOTFOUND;
- *         ::SEMAIL_ELOCKED.
+ *         ::SEMAIL_ELOCKED; the container engine's errors (a container
+ *         that did not start again after a good grow: the size is
+ *         recorded, semail_provision_mount_all() starts it).
  */
 SEMAIL_EXTERN int semail_provision_resize(semail_provision *p, const char *login, uint64_t size);
 
 /**
  * After a reboot: mount the filesystem of every active box and start its
- * container. A box that fails does not stop the others; each is logged
- * through the log callback.
+ * container. A box whose filesystem had to be mounted gets its container
+ * restarted (stopped, started: same SSH port), since the engine may have
+ * started it (restart policy) on the empty mount point before the mount;
+ * a box mounted already keeps its running container. A box that fails
+ * does not stop the others; each is logged through the log callback.
  *
  * @param[out] failed  number of boxes that failed (may be NULL).
  * @return 0 when every box is up; the error of the last box that failed

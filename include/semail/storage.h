@@ -162,8 +162,16 @@ SEMAIL_EXTERN int semail_storage_destroy(semail_storage *st, const char *login);
  * system is grown on line when mounted). The same size again: success.
  * `directory`: nothing to do (no size).
  *
+ * `image`: where the kernel refuses the on-line grow (no CAP_SYS_RESOURCE),
+ * the file system is unmounted, grown off line and mounted again. A
+ * failure leaves the image at its old size (unless its file system did
+ * grow) and the box mounted as it was.
+ *
  * @return 0; ::SEMAIL_EINVAL (smaller than the current size: shrinking is
- *         refused); ::SEMAIL_ENOTFOUND (no such box); ::SEMAIL_EFULL;
+ *         refused); ::SEMAIL_ENOTFOUND (no such box); ::SEMAIL_ETEMP (the
+ *         on-line grow was refused and the file system is busy, or still
+ *         mounted elsewhere once unmounted here, as by a container's bind
+ *         mount: nothing grown, stop the holder and retry); ::SEMAIL_EFULL;
  *         ::SEMAIL_EPERM; ::SEMAIL_EIO.
  */
 SEMAIL_EXTERN int semail_storage_resize(semail_storage *st, const char *login, uint64_t size);

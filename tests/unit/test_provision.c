@@ -338,7 +338,7 @@ static int group_teardown(void **state)
 /* ---- a fake container engine ------------------------------------------------------ */
 
 typedef struct fake_engine {
-    int creates, removes, forgets, starts, set_keys;
+    int creates, removes, forgets, starts, stops, set_keys;
     int fail_create; /* a code to return from create */
     int port;
     char keys[1024];
@@ -377,6 +377,12 @@ static int fake_start(void *self, const semail_user *u, const char *mount, int *
     return 0;
 }
 
+static int fake_stop(void *self, const char *login)
+{
+    ((fake_engine *)self)->stops++;
+    return 0;
+}
+
 static int fake_set_keys(void *self, const char *login, const char *keys)
 {
     fake_engine *e = self;
@@ -387,8 +393,13 @@ static int fake_set_keys(void *self, const char *login, const char *keys)
 
 static void use_fake(semail_provision *p, fake_engine *e)
 {
-    semail__prov_containers ops = {
-        fake_create, fake_remove, fake_forget, fake_start, fake_set_keys, NULL, e};
+    semail__prov_containers ops = {.create = fake_create,
+                                   .remove = fake_remove,
+                                   .forget = fake_forget,
+                                   .start = fake_start,
+                                   .stop = fake_stop,
+                                   .set_keys = fake_set_keys,
+                                   .self = e};
     memset(e, 0, sizeof(*e));
     e->port = 22042;
     semail__provision_set_containers(p, &ops);
@@ -1110,8 +1121,14 @@ static void test_provision__mount_all_brings_boxes_back_after_a_reboot(void **st
     assert_ok(semail_provision_mount_all(f->p, &failed));
     assert_int_equal(failed, 0);
     assert_int_equal(f->engine.starts, 2);
+    /* the engine may have started them on the empty mount points: restarted */
+    assert_int_equal(f->engine.stops, 2);
     assert_int_equal(storage_of(f, "alice"), SEMAIL_STORAGE_MOUNTED);
     assert_int_equal(storage_of(f, "bob"), SEMAIL_STORAGE_MOUNTED);
+    /* mounted already: started if need be, never restarted */
+    assert_ok(semail_provision_mount_all(f->p, &failed));
+    assert_int_equal(f->engine.starts, 4);
+    assert_int_equal(f->engine.stops, 2);
     assert_ok(semail_provision_delete(f->p, "alice", NULL));
     assert_ok(semail_provision_delete(f->p, "bob", NULL));
 }

@@ -4,7 +4,10 @@
  * devices work), the mount-table parser, the tool runner, and failures:
  * a taken mount point, a symbolic link as mount point, no free loop
  * device (a seam: a real shortage cannot be produced, the kernel makes new
- * loop devices on demand), mkfs missing (a real empty tool path).
+ * loop devices on demand), mkfs missing (a real empty tool path), a grow
+ * that fails (a resize2fs that refuses) and a file system held by another
+ * mount namespace (a child with private copies of the mounts, as a
+ * container's bind mount).
  * The LVM backend is tested only where device-mapper exists.
  *
  * Every fixture unmounts what is mounted under its directory and detaches
@@ -22,9 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -689,6 +694,151 @@ static void test_storage__image_size_below_minimum_is_refused(void **state)
     assert_int_equal(state_of(f, "kim"), SEMAIL_STORAGE_ABSENT);
 }
 
+/*
+ * A tool path in F->empty_tools with the real mkfs.ext4 and e2fsck, and a
+ * resize2fs that refuses the on-line grow (a device argument: the kernel
+ * here may allow it, this one never does) or, with ALWAYS, every grow.
+ */
+static void tools_refusing_resize(struct fx *f, int always)
+{
+    static const char *const real[] = {"mkfs.ext4", "e2fsck", "resize2fs"};
+    char path[256], target[256], script[512];
+    FILE *fp;
+
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(target, sizeof(target), "/usr/sbin/%s", real[i]);
+        if (access(target, X_OK) != 0)
+            snprintf(target, sizeof(target), "/sbin/%s", real[i]);
+        snprintf(path, sizeof(path), "%s/%s", f->empty_tools, real[i]);
+        assert_int_equal(symlink(target, path), 0);
+    }
+    snprintf(target, sizeof(target), "/usr/sbin/resize2fs");
+    if (access(target, X_OK) != 0)
+        snprintf(target, sizeof(target), "/sbin/resize2fs");
+    snprintf(script, sizeof(script),
+             "#!/bin/sh\n%scase \"$1\" in /dev/*) echo 'resize2fs: on-line refused by the test' "
+             ">&2; exit 1;; esac\nexec %s \"$@\"\n",
+             always ? "echo 'resize2fs: refused by the test' >&2; exit 1\n" : "", target);
+    snprintf(path, sizeof(path), "%s/resize2fs", f->empty_tools);
+    assert_non_null(fp = fopen(path, "w"));
+    assert_int_equal(fputs(script, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(chmod(path, 0755), 0);
+}
+
+static off_t size_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static void test_storage__image_failed_grow_keeps_the_old_size_and_the_mount(void **state)
+{
+    struct fx *f = *state;
+    char point[256], img[256], file[300];
+    semail_storage_usage before, after;
+    struct stat st;
+    FILE *fp;
+
+    if (!loop_devices_usable())
+        skip();
+    tools_refusing_resize(f, 1);
+    path_of(point, sizeof(point), f, "lee");
+    snprintf(img, sizeof(img), "%s/lee.img", f->images);
+    snprintf(file, sizeof(file), "%s/INBOX", point);
+    assert_ok(semail_storage_create(f->st, "lee", 4242, 4242, 16 * MiB));
+    assert_non_null(fp = fopen(file, "w"));
+    assert_int_equal(fputs("kept\n", fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+    assert_ok(semail_storage_usage_get(&before, f->st, "lee"));
+
+    /* on line refused, off line refused: nothing is left half-done */
+    assert_int_equal(semail_storage_resize(f->st, "lee", 32 * MiB), SEMAIL_EIO);
+    assert_non_null(strstr(semail_error_last(), "refused by the test"));
+    assert_int_equal(size_of(img), 16 * MiB);
+    assert_true(is_mounted_at(point));
+    assert_int_equal(loops_backing(img), 1);
+    assert_int_equal(stat(file, &st), 0);
+    assert_ok(semail_storage_usage_get(&after, f->st, "lee"));
+    assert_int_equal(after.total, before.total);
+    assert_ok(semail_storage_destroy(f->st, "lee"));
+}
+
+/* A child in a mount namespace of its own, holding a private copy of every mount until *FD closes.
+ */
+static pid_t hold_mounts(int *fd)
+{
+    int ready[2], release[2];
+    pid_t pid;
+    char c;
+
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(release), 0);
+    if ((pid = fork()) == 0) {
+        close(ready[0]);
+        close(release[1]);
+        /* private: the parent's unmount does not reach the copies, as with a container */
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+            _exit(1);
+        if (write(ready[1], "r", 1) != 1)
+            _exit(1);
+        _exit(read(release[0], &c, 1) == 0 ? 0 : 1); /* 0: the parent closed it */
+    }
+    assert_true(pid > 0);
+    close(ready[1]);
+    close(release[0]);
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    *fd = release[1];
+    return pid;
+}
+
+static void test_storage__image_held_elsewhere_is_not_grown_until_let_go(void **state)
+{
+    struct fx *f = *state;
+    char point[256], img[256], file[300];
+    semail_storage_usage before, after;
+    int status, release;
+    struct stat st;
+    FILE *fp;
+    pid_t pid;
+
+    if (!loop_devices_usable())
+        skip();
+    tools_refusing_resize(f, 0);
+    path_of(point, sizeof(point), f, "max");
+    snprintf(img, sizeof(img), "%s/max.img", f->images);
+    snprintf(file, sizeof(file), "%s/INBOX", point);
+    assert_ok(semail_storage_create(f->st, "max", 4242, 4242, 16 * MiB));
+    assert_non_null(fp = fopen(file, "w"));
+    assert_int_equal(fclose(fp), 0);
+    assert_ok(semail_storage_usage_get(&before, f->st, "max"));
+
+    /* held by another mount namespace: mounted back at once, nothing grown */
+    pid = hold_mounts(&release);
+    assert_int_equal(semail_storage_resize(f->st, "max", 32 * MiB), SEMAIL_ETEMP);
+    assert_non_null(strstr(semail_error_last(), "mounted elsewhere"));
+    assert_int_equal(size_of(img), 16 * MiB);
+    assert_true(is_mounted_at(point));
+    assert_int_equal(stat(file, &st), 0);
+    assert_ok(semail_storage_usage_get(&after, f->st, "max"));
+    assert_int_equal(after.total, before.total);
+
+    /* let go: grown off line, mounted again */
+    close(release);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_ok(semail_storage_resize(f->st, "max", 32 * MiB));
+    assert_int_equal(size_of(img), 32 * MiB);
+    assert_true(is_mounted_at(point));
+    assert_int_equal(loops_backing(img), 1);
+    assert_int_equal(stat(file, &st), 0);
+    assert_ok(semail_storage_usage_get(&after, f->st, "max"));
+    assert_true(after.total > before.total + 14 * MiB);
+    assert_ok(semail_storage_destroy(f->st, "max"));
+}
+
 /* ---- the LVM backend ---------------------------------------------------------- */
 
 static void test_storage__lvm_needs_device_mapper(void **state)
@@ -740,6 +890,12 @@ int main(void)
                                         setup_image_no_tools, teardown),
         cmocka_unit_test_setup_teardown(test_storage__image_size_below_minimum_is_refused,
                                         setup_image, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_storage__image_failed_grow_keeps_the_old_size_and_the_mount, setup_image_no_tools,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_storage__image_held_elsewhere_is_not_grown_until_let_go, setup_image_no_tools,
+            teardown),
         cmocka_unit_test(test_storage__lvm_needs_device_mapper),
     };
     atexit(atexit_cleanup);
