@@ -658,6 +658,18 @@ def mount_at(path):
     return found[-1] if found else None
 
 
+def loops_gone(prefix, timeout=3.0):
+    """loops_backing(PREFIX) once the kernel has had up to TIMEOUT seconds to
+    detach: an auto-clear loop device goes away asynchronously after its last
+    user, later under load. {} when every one is gone."""
+    end = time.monotonic() + timeout
+    left = loops_backing(prefix)
+    while left and time.monotonic() < end:
+        time.sleep(0.05)
+        left = loops_backing(prefix)
+    return left
+
+
 def loops_backing(prefix):
     """{'/dev/loopN': backing file} for loop devices whose file starts with PREFIX."""
     out = {}

@@ -241,7 +241,7 @@ def test_bad_input_is_refused_clearly_and_makes_nothing(pplatform_noimage, what,
     assert p.registry_logins() == []
     assert os.listdir(p.image_dir) == []
     assert pv.mounts_under(p.root) == []
-    assert pv.loops_backing(p.image_dir) == {}
+    assert pv.loops_gone(p.image_dir) == {}
     assert p.bed.engine.containers() == []
     assert p.bed.named.records(pv.ZONE) == zone_before
     assert not os.path.exists(os.path.join(p.root, "x")), "'../x' made a file"

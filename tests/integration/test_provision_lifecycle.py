@@ -67,7 +67,7 @@ def test_delete_with_archive_takes_everything_away_and_keeps_the_mail(pplatform,
     assert p.leftovers("alice", sub="alice") == [], p.describe("alice")
     assert p.bed.engine.inspect("semail-alice") is None
     assert not os.path.exists(image)
-    assert pv.loops_backing(image) == {}
+    assert pv.loops_gone(image) == {}
     assert pv.mount_at(p.mount_point("alice")) is None
     for rtype in ("MX", "TXT"):
         assert p.bed.named.status("alice.semail.test", rtype) == "NXDOMAIN"
