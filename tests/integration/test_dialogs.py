@@ -57,8 +57,10 @@ def test_dialog(path, which, request):
         srv = request.getfixturevalue("outbound")()
         port, rcpt = oplatform.sub_port, ot.ALICE
     # The fixture's readiness probe must have left before a dialog that
-    # counts connections opens its own.
+    # counts connections opens its own: its session is logged, then closed
+    # and uncounted a moment later.
     wait_for_log(srv, r"session client=.* end=")
+    time.sleep(0.2)
     dialogs.run(d, "127.0.0.1", port, {"RCPT": rcpt, "HOST": it.HOSTNAME})
     for pattern in d.logs:
         wait_for_log(srv, pattern)
