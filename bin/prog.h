@@ -32,7 +32,7 @@ semail_config *prog_load_config(const prog_common *pc);
 
 /* Write one log line "TIMESTAMP NAME[PID]: TEXT" to stderr, atomically. */
 void prog_log(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void prog_vlog(const char *name, const char *fmt, va_list ap);
+void prog_vlog(const char *name, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* A semail_log_cb that writes through prog_log; the payload is the name. */
 void prog_log_cb(const char *line, void *payload);

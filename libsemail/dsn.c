@@ -345,8 +345,10 @@ static int assemble(semail_buf *out, const semail_dsn_report *rep, semail_buf pa
     static const char *const heads[3] = {
         "Content-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n",
         "Content-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n",
-        "Content-Description: Undelivered Message Headers\r\n"
-        "Content-Type: text/rfc822-headers\r\n"};
+        /* One element, split only for the line length. */
+        ("Content-Description: Undelivered Message Headers\r\n"
+         "Content-Type: text/rfc822-headers\r\n"),
+    };
     char boundary[64];
     size_t nparts = rep->message ? 3 : 2;
     int err;
