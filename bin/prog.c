@@ -93,7 +93,8 @@ void prog_vlog(const char *name, const char *fmt, va_list ap)
     m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     if (m < 0)
         return;
-    n = (size_t)(n + m) >= sizeof(line) - 1 ? (int)sizeof(line) - 2 : n + m;
+    /* In size_t: M alone may be near INT_MAX (a huge argument), N + M would overflow. */
+    n = (size_t)n + (size_t)m >= sizeof(line) - 1 ? (int)sizeof(line) - 2 : n + m;
     line[n++] = '\n';
     /* One write per line, so that concurrent threads never interleave lines. */
     (void)!write(STDERR_FILENO, line, (size_t)n);

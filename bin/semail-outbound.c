@@ -502,7 +502,6 @@ static int deliver_bounce_locally(outbound *ob, const char *rcpt, const char *ds
     if (acquire(&reg, ob) < 0)
         return 0;
     found = semail_registry_find_address(&u, reg, to.local, domain) == 0;
-    err = 0;
     if (found) {
         memset(&null_sender, 0, sizeof(null_sender));
         null_sender.is_null = 1;

@@ -15,19 +15,19 @@ const size_t semail__cfg_nsections = SEMAIL_ARRAY_LEN(semail__cfg_sections);
 
 #define KEY(s, k, t, f, d)                                                                         \
     {                                                                                              \
-        .section = s, .key = k, .type = t, .flags = f, .def = d                                    \
+        .section = (s), .key = (k), .type = (t), .flags = (f), .def = (d)                          \
     }
 #define KEYMAX(s, k, t, f, d, m)                                                                   \
     {                                                                                              \
-        .section = s, .key = k, .type = t, .flags = f, .def = d, .max = m                          \
+        .section = (s), .key = (k), .type = (t), .flags = (f), .def = (d), .max = (m)              \
     }
 #define DERIVED(s, k, t, fs, fk)                                                                   \
     {                                                                                              \
-        .section = s, .key = k, .type = t, .from_section = fs, .from_key = fk                      \
+        .section = (s), .key = (k), .type = (t), .from_section = (fs), .from_key = (fk)            \
     }
 #define ENUMKEY(s, k, d, c)                                                                        \
     {                                                                                              \
-        .section = s, .key = k, .type = CFG_ENUM, .def = d, .choices = c                           \
+        .section = (s), .key = (k), .type = CFG_ENUM, .def = (d), .choices = (c)                   \
     }
 
 #define UID_MAX_VALID 4294967294ull /* (uid_t)-1 means "no change" to chown */

@@ -160,8 +160,8 @@ int semail_container_engine_new_from_config(semail_container_engine **out, const
         return semail__err(SEMAIL_ECONFIG, "[containers] ssh_port_range: not within 1-65535");
     o.port_low = (unsigned int)low;
     o.port_high = (unsigned int)high;
-    if ((err = semail__fmt(keys, sizeof(keys), "%s/keys",
-                           semail_config_get(cfg, "global", "state_dir"))) < 0)
+    const char *state_dir = semail_config_get(cfg, "global", "state_dir");
+    if (semail__fmt(keys, sizeof(keys), "%s/keys", state_dir) < 0)
         return semail__err(SEMAIL_ECONFIG, "[global] state_dir too long");
     o.keys_dir = keys;
     return semail_container_engine_new(out, &o);
@@ -351,13 +351,17 @@ static int container_name(char *out, size_t n, const char *login)
     return semail__fmt(out, n, NAME_PREFIX "%s", login);
 }
 
-/* Inspect NAME: 0 and C filled, SEMAIL_ENOTFOUND (no error recorded for it), or an error. */
+/*
+ * Inspect NAME: 0 and C filled, SEMAIL_ENOTFOUND (no error recorded for it), or an error;
+ * C is all zero unless filled.
+ */
 static int inspect(semail_container_engine *e, const char *name, semail__docker_container *c)
 {
     semail__docker_resp r;
     char path[128];
     int err;
 
+    memset(c, 0, sizeof(*c));
     semail__docker_resp_init(&r);
     if ((err = semail__fmt(path, sizeof(path), "/containers/%s/json", name)) < 0 ||
         (err = semail__docker_request(e, "GET", path, NULL, &r)) < 0)

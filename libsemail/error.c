@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#define SEMAIL__DEFINES_ERR /* see SEMAIL__RETURNS_CODE in internal.h */
 #include "internal.h"
 
 #define ERROR_MSG_MAX 512

@@ -95,13 +95,15 @@ int semail_image_options_init(semail_image_options *opts)
 
 /* ---- the image in the engine ------------------------------------------------ */
 
-/* GET /images/NAME/json: 1 and the image id in ID (may be NULL), 0 when absent. */
+/* GET /images/NAME/json: 1 and the image id in ID (may be NULL; "" unless 1), 0 when absent. */
 static int image_inspect(semail_container_engine *e, const char *name, char *id, size_t n)
 {
     semail__docker_resp r;
     char path[320];
     int err;
 
+    if (id != NULL && n > 0)
+        id[0] = '\0';
     semail__docker_resp_init(&r);
     if ((err = semail__fmt(path, sizeof(path), "/images/%s/json", name)) < 0 ||
         (err = semail__docker_request(e, "GET", path, NULL, &r)) < 0)
@@ -220,9 +222,9 @@ static int remove_tree(int work_fd, const char *work_dir, const char *name)
 
 static int bootstrap(const char *tree, const char *suite, const char *mirror)
 {
+    static const char include[] = "--include=" PACKAGES;
     const char *tool = access("/usr/bin/mmdebstrap", X_OK) == 0 ? "mmdebstrap" : "debootstrap";
-    const char *argv[] = {tool, "--variant=minbase", "--include=" PACKAGES, suite, tree, mirror,
-                          NULL};
+    const char *argv[] = {tool, "--variant=minbase", include, suite, tree, mirror, NULL};
     int err = semail__storage_run(BOOTSTRAP_PATH, argv, NULL);
 
     if (err == SEMAIL_ENOTFOUND)
@@ -322,9 +324,9 @@ static int make_cache(int work_fd, const char *work_dir, const char *suite, cons
     struct archive *out = NULL;
     int err;
 
-    if ((err = semail__fmt(tree_name, sizeof(tree_name), "rootfs-%s.tmp", suite)) < 0 ||
-        (err = semail__fmt(tree, sizeof(tree), "%s/%s", work_dir, tree_name)) < 0 ||
-        (err = semail__fmt(tmp, sizeof(tmp), "%s.part", cache)) < 0)
+    if (semail__fmt(tree_name, sizeof(tree_name), "rootfs-%s.tmp", suite) < 0 ||
+        semail__fmt(tree, sizeof(tree), "%s/%s", work_dir, tree_name) < 0 ||
+        semail__fmt(tmp, sizeof(tmp), "%s.part", cache) < 0)
         return semail__err(SEMAIL_EINVAL, "work_dir too long");
     if ((err = remove_tree(work_fd, work_dir, tree_name)) < 0 ||
         (err = bootstrap(tree, suite, mirror)) < 0)
@@ -600,7 +602,7 @@ int semail_image_build(semail_container_engine *e, const semail_image_options *o
         return semail__err(SEMAIL_EINVAL, "image build: suite '%s'", suite);
     if (opts->reuse_image && (err = semail_image_exists(e)) != 0)
         return err < 0 ? err : 0;
-    if ((err = semail__fmt(cache, sizeof(cache), "%s/rootfs-%s.tar", opts->work_dir, suite)) < 0)
+    if (semail__fmt(cache, sizeof(cache), "%s/rootfs-%s.tar", opts->work_dir, suite) < 0)
         return semail__err(SEMAIL_EINVAL, "work_dir too long");
     if (mkdir(opts->work_dir, 0700) < 0 && errno != EEXIST)
         return semail__errno(SEMAIL_EIO, errno, "mkdir %s", opts->work_dir);

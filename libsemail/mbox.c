@@ -178,14 +178,14 @@ static int cmp_append_path(const void *a, const void *b)
 /* Sort the distinct paths into TARGETS; point each append at its target. */
 static int build_targets(semail_mbox_txn *txn, target *targets, size_t *n_targets)
 {
-    append **order = malloc(txn->n * sizeof(*order));
+    append **order = malloc(txn->n * sizeof(append *)); /* pointers, sorted in place */
     size_t n = 0;
 
     if (order == NULL)
         return semail__err(SEMAIL_ENOMEM, "out of memory");
     for (size_t i = 0; i < txn->n; i++)
         order[i] = &txn->appends[i];
-    qsort(order, txn->n, sizeof(*order), cmp_append_path);
+    qsort(order, txn->n, sizeof(append *), cmp_append_path);
     for (size_t i = 0; i < txn->n; i++) {
         if (n == 0 || strcmp(targets[n - 1].path, order[i]->path) != 0) {
             memset(&targets[n], 0, sizeof(targets[n]));

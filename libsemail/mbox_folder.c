@@ -45,7 +45,7 @@ static int put_literal(char *out, size_t size, size_t *len, const char *s)
     size_t n = strlen(s);
     if (size - *len <= n)
         return semail__err(SEMAIL_ETOOBIG, "folder name longer than %zu bytes", size - 1);
-    memcpy(out + *len, s, n);
+    memcpy(out + *len, s, n + 1); /* with its NUL: the check above left room */
     *len += n;
     return 0;
 }

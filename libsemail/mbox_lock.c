@@ -241,8 +241,8 @@ int semail__mbox_lock(semail__mbox_locked *lk, const char *path, const semail_mb
     lk->lockfd = -1;
     semail__mbox_owner(lk->owner, sizeof(lk->owner));
     if ((lk->path = semail__strdup(path)) == NULL || (lk->lockpath = malloc(len + 6)) == NULL) {
-        err = semail__err(SEMAIL_ENOMEM, "out of memory");
-        goto done;
+        semail__mbox_unlock(lk); /* nothing is locked or created yet: only frees */
+        return semail__err(SEMAIL_ENOMEM, "out of memory");
     }
     memcpy(lk->lockpath, path, len);
     memcpy(lk->lockpath + len, ".lock", 6);

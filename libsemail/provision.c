@@ -318,10 +318,9 @@ static int undo(tx *t, semail_provision *p, const semail_user *u)
 static int fail_and_undo(tx *t, semail_provision *p, const semail_user *u, int err)
 {
     char msg[1024];
-    int uerr;
 
     snprintf(msg, sizeof(msg), "%s", semail_error_last());
-    if ((uerr = undo(t, p, u)) < 0)
+    if (undo(t, p, u) < 0)
         return semail__prov_err(
             err,
             "%s; undoing it failed too (%s): the record stays in state creating, "

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define SEMAIL__DEFINES_PROV_ERR /* see SEMAIL__RETURNS_CODE in internal.h */
 #include "provision_ctx.h"
 
 void semail__prov_log(const semail_provision *p, const char *fmt, ...)

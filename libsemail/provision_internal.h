@@ -54,6 +54,9 @@ typedef struct semail__prov_containers {
  * made in a buffer of its own first (the last error is overwritten).
  */
 SEMAIL_HIDDEN int semail__prov_err(int code, const char *fmt, ...) SEMAIL_PRINTF(2, 3);
+#if defined(__clang_analyzer__) && !defined(SEMAIL__DEFINES_PROV_ERR)
+#define semail__prov_err(...) SEMAIL__RETURNS_CODE(semail__prov_err, __VA_ARGS__)
+#endif
 
 /* The steps of a create, in order (for the crash hook). */
 typedef enum semail__prov_step {

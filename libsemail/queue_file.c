@@ -357,7 +357,8 @@ int semail__qf_msg_check_data(const semail__qf_msg *m, const char *buf, size_t f
 
 /* ---- state files ---------------------------------------------------------- */
 
-static const char state_chars[] = "PDF";
+/* Not a string: memchr() must not find a NUL as a fourth state. */
+static const char state_chars[3] = {'P', 'D', 'F'};
 
 int semail__qf_state_encode(semail_buf *out, const semail__qf_state *s)
 {
@@ -415,7 +416,7 @@ static int parse_rcpt_line(semail_queue_rcpt *r, cursor *c)
 
     if (take(c, "r", &v, &n) < 0 || split(f, fl, 7, v, n) < 0)
         return SEMAIL_EINVAL;
-    if (fl[0] != 1 || (st = memchr(state_chars, f[0][0], 3)) == NULL)
+    if (fl[0] != 1 || (st = memchr(state_chars, f[0][0], sizeof(state_chars))) == NULL)
         return SEMAIL_EINVAL;
     r->state = (semail_queue_rcpt_state)(st - state_chars);
     if (fl[1] != 1 || (f[1][0] != '0' && f[1][0] != '1'))

@@ -137,23 +137,24 @@ static int validate_user(const semail_user *u)
 
 /* ---- the snapshot ------------------------------------------------------- */
 
-static semail_registry *reg_alloc(const char *state_dir)
+static int reg_alloc(semail_registry **out, const char *state_dir)
 {
     semail_registry *reg = calloc(1, sizeof(*reg));
     semail_buf b;
+    int err;
 
-    if (reg == NULL) {
-        semail__err(SEMAIL_ENOMEM, "out of memory");
-        return NULL;
-    }
+    *out = NULL;
+    if (reg == NULL)
+        return semail__err(SEMAIL_ENOMEM, "out of memory");
     reg->fd = -1;
     semail__buf_init(&b, 4096);
-    if (semail__buf_printf(&b, "%s/registry", state_dir) < 0) {
+    if ((err = semail__buf_printf(&b, "%s/registry", state_dir)) < 0) {
         free(reg);
-        return NULL;
+        return err;
     }
     reg->path = b.data;
-    return reg;
+    *out = reg;
+    return 0;
 }
 
 void semail_registry_free(semail_registry *reg)
@@ -465,8 +466,8 @@ int semail_registry_load(semail_registry **out, const char *state_dir)
     int err = 0;
 
     *out = NULL;
-    if ((reg = reg_alloc(state_dir)) == NULL)
-        return semail_error_last_code();
+    if ((err = reg_alloc(&reg, state_dir)) < 0)
+        return err;
     semail__buf_init(&b, REG_FILE_MAX);
     reg->fd = open(reg->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
     if (reg->fd < 0 && errno != ENOENT) {

@@ -467,8 +467,10 @@ static int send_body(client *c, const char *data, size_t len)
         out[k++] = '\r';
         out[k++] = '\n';
     }
-    memcpy(out + k, ".\r\n", 3);
-    r = send_text(c, out, k + 3, c->o.data_timeout_ms, SEMAIL_CLIENT_STAGE_DOT);
+    out[k++] = '.';
+    out[k++] = '\r';
+    out[k++] = '\n';
+    r = send_text(c, out, k, c->o.data_timeout_ms, SEMAIL_CLIENT_STAGE_DOT);
 done:
     free(out);
     return r;

@@ -175,8 +175,11 @@ static int box_open(struct box *b, const semail_storage *st, const char *login)
     b->pub.gid = (gid_t)-1;
     if (st == NULL)
         return semail__err(SEMAIL_EINVAL, "no storage handle");
-    if ((err = semail_validate_name(login)) < 0)
-        return semail__err(err, "login %s", semail_error_last());
+    if ((err = semail_validate_name(login)) < 0) {
+        char why[512]; /* a copy: the message is about to be overwritten */
+        (void)semail__strlcpy(why, semail_error_last(), sizeof(why));
+        return semail__err(err, "login %s", why);
+    }
     if (realpath(st->mail_root, b->root) == NULL)
         return semail__errno(semail__errno_code(errno), errno, "mail_root %s", st->mail_root);
     if (semail__fmt(b->path, sizeof(b->path), "%s/%s", strcmp(b->root, "/") ? b->root : "", login) <

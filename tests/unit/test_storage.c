@@ -35,6 +35,7 @@
 
 #include <cmocka.h>
 
+#include "semail/registry.h"
 #include "semail/storage.h"
 #include "storage_internal.h"
 
@@ -234,6 +235,18 @@ static void test_storage__bad_login_is_refused_before_any_path(void **state)
     assert_int_equal(semail_storage_destroy(f->st, ".."), SEMAIL_EINVAL);
     assert_int_equal(semail_storage_mount(f->st, ""), SEMAIL_EINVAL);
     assert_int_not_equal(stat("/tmp/escape", &st), 0);
+}
+
+/* The message quotes the validator's own, intact (not formatted over itself). */
+static void test_storage__bad_login_message_quotes_the_reason(void **state)
+{
+    struct fx *f = *state;
+    char want[600];
+
+    assert_int_equal(semail_validate_name("../escape"), SEMAIL_EINVAL);
+    snprintf(want, sizeof(want), "login %s", semail_error_last());
+    assert_int_equal(semail_storage_create(f->st, "../escape", 1000, 1000, 0), SEMAIL_EINVAL);
+    assert_string_equal(semail_error_last(), want);
 }
 
 /* ---- the mount table and the tool runner ---------------------------------- */
@@ -866,6 +879,8 @@ int main(void)
         cmocka_unit_test(test_storage__mountinfo_find_takes_the_topmost_mount),
         cmocka_unit_test(test_storage__run_reports_missing_tool_and_failure_output),
         cmocka_unit_test_setup_teardown(test_storage__bad_login_is_refused_before_any_path,
+                                        setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_storage__bad_login_message_quotes_the_reason,
                                         setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_storage__dir_create_makes_owned_private_dir, setup_dir,
                                         teardown),
