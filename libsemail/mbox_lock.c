@@ -1,8 +1,11 @@
 /*
  * mbox_lock.c - lock one mbox as mutt, Dovecot and procmail do.
  *
- * Contract: PATH.lock is created O_CREAT|O_EXCL|O_NOFOLLOW and holds our
- * PID (procmail) and, once the mbox is locked and measured, the undo record
+ * Contract: PATH.lock appears with our PID (procmail) already in it: it is
+ * written to a unique temporary file that is then link()ed into place
+ * (EEXIST as with O_EXCL; liblockfile's way), so a crash can never leave an
+ * empty lock that nobody can judge. Once the mbox is locked and measured,
+ * the undo record
  * of mbox_recover.c, written before any data byte. A dot-lock with such a
  * record from a dead process of this boot is taken over at once and the
  * mbox cut back (mbox_recover.c); any other dot-lock whose mtime is older
@@ -21,10 +24,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,6 +78,46 @@ static void remove_if_stale(const char *lockpath, unsigned int stale_s)
         (void)unlink(lockpath);
 }
 
+/*
+ * Create PATH.lock holding our PID from the first moment it exists: write a
+ * temporary file in the same directory, link() it to PATH.lock, unlink the
+ * temporary name. Returns the descriptor, -1 with errno EEXIST when the lock
+ * is held, or -1 with another errno.
+ */
+static int create_lock(semail__mbox_locked *lk)
+{
+    char tmp[PATH_MAX];
+    const char *slash = strrchr(lk->lockpath, '/');
+    int fd, n, saved;
+
+    /* Hidden, and unique per thread: ".NAME.lock.PID.TID". */
+    n = slash ? snprintf(tmp, sizeof(tmp), "%.*s/.%s.%ld.%ld", (int)(slash - lk->lockpath),
+                         lk->lockpath, slash + 1, (long)getpid(), (long)syscall(SYS_gettid))
+              : snprintf(tmp, sizeof(tmp), ".%s.%ld.%ld", lk->lockpath, (long)getpid(),
+                         (long)syscall(SYS_gettid));
+    if (n < 0 || (size_t)n >= sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    lk->lockfd = fd;
+    lk->lock_len = 0;
+    /* Nothing to undo yet: a failure here is not fatal, the record later is. */
+    (void)semail__mbox_write_lock(lk, (long)getpid(), NULL);
+    lk->lockfd = -1;
+    if (link(tmp, lk->lockpath) < 0) {
+        saved = errno;
+        close(fd);
+        (void)unlink(tmp);
+        errno = saved;
+        return -1;
+    }
+    (void)unlink(tmp);
+    return fd;
+}
+
 static int dotlock(semail__mbox_locked *lk, const semail_mbox_options *opts,
                    const struct timespec *deadline)
 {
@@ -80,7 +125,7 @@ static int dotlock(semail__mbox_locked *lk, const semail_mbox_options *opts,
     int fd, held;
 
     for (;;) {
-        fd = open(lk->lockpath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        fd = create_lock(lk);
         if (fd >= 0)
             break;
         if (errno != EEXIST)
@@ -95,8 +140,6 @@ static int dotlock(semail__mbox_locked *lk, const semail_mbox_options *opts,
     }
     lk->dotlocked = true;
     lk->lockfd = fd;
-    /* Nothing to undo yet: a failure here is not fatal, the record below is. */
-    (void)semail__mbox_write_lock(lk, (long)getpid(), NULL);
     return 0;
 }
 
