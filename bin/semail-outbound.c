@@ -921,7 +921,7 @@ static void log_listening(app *a)
         used += (size_t)w;
     }
     logf_("listening on %s (hostname %s, AUTH %s, %u delivery threads)", line, a->ob.hostname,
-          a->ob.has_ldap ? "on" : "off", a->workers ? a->workers : 4);
+          a->ob.has_ldap ? "on" : "off", a->workers ? a->workers : 16);
 }
 
 static int start_signals(app *a)

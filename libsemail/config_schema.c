@@ -62,7 +62,7 @@ const struct semail__cfg_key semail__cfg_schema[] = {
     KEY("outbound", "retry_schedule", CFG_DURATION_LIST, 0, "5m, 10m, 30m, 1h, 2h, 4h"),
     KEY("outbound", "max_queue_lifetime", CFG_DURATION, 0, "5d"),
     KEY("outbound", "allow_plaintext_auth", CFG_BOOL, 0, "no"),
-    KEYMAX("outbound", "workers", CFG_UINT, 0, "4", 256),
+    KEYMAX("outbound", "workers", CFG_UINT, 0, "16", 256),
     KEY("outbound", "connect_timeout", CFG_DURATION, 0, "30s"),
     KEY("outbound", "command_timeout", CFG_DURATION, 0, "5m"),
     /* [storage] */

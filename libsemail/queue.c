@@ -8,10 +8,19 @@
  * or damaged state file means "every recipient pending". Every file in
  * tmp/ is flock()ed by its writer, so a file there that can be locked was
  * left by a dead process and may be removed.
+ *
+ * Picking the next due message must not read every queue file each time (a
+ * burst of n messages would cost O(n^2) reads): the due list of the last
+ * scan is handed out one entry at a time, and the spool is scanned again
+ * when the list is used up, older than DUE_CACHE_MS or a flush came.
+ * Messages submitted through the handle are appended to the list at once;
+ * others (another handle, a retry time reached) wait at most DUE_CACHE_MS.
+ * The list is only a hint: the flock() and the state read under it decide.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +37,42 @@
 #define HEADER_PEEK         65536
 #define LOCK_POLL_MS        10
 
+#define DUE_CACHE_MS   250
+#define DUE_APPEND_MAX 65536
+
 static const char b32[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
+
+typedef struct candidate {
+    int64_t next;
+    char qid[SEMAIL_QUEUE_QID_SIZE];
+} candidate;
+
+/*
+ * The due list of the last scan (see the top of the file). mu guards the
+ * list and is held during a scan; add_mu guards what submissions and flushes
+ * leave for the next pick, so that they never wait for a scan.
+ */
+typedef struct due_cache {
+    pthread_mutex_t mu;
+    candidate *c;
+    size_t n, pos, cap;
+    int valid;        /* 0: scan before the next pick */
+    int64_t built_ms; /* the caller's "now" of the scan */
+    int64_t flush_ms; /* the flush time the scan used */
+    int64_t next_ms;  /* earliest next attempt of what was not due */
+    unsigned long scans;
+    pthread_mutex_t add_mu;
+    candidate *add; /* submitted since the last pick */
+    size_t nadd, addcap;
+    int add_open;  /* a list exists to append to (else: stale) */
+    int add_stale; /* a flush, or too much to append: scan again */
+} due_cache;
 
 struct semail_queue {
     char *dir;
     int dirfd, tmpfd, msgfd, statefd, corruptfd;
     semail_queue_options opts;
+    due_cache due;
 };
 
 /* A message file's envelope with its state, as listed or locked. */
@@ -450,6 +489,15 @@ int semail_queue_open(semail_queue **out, const char *dir, const semail_queue_op
     if ((q = calloc(1, sizeof(*q))) == NULL)
         return semail__err(SEMAIL_ENOMEM, "out of memory");
     q->dirfd = q->tmpfd = q->msgfd = q->statefd = q->corruptfd = -1;
+    if (pthread_mutex_init(&q->due.mu, NULL) != 0) {
+        free(q);
+        return semail__err(SEMAIL_ERROR, "queue: cannot create a mutex");
+    }
+    if (pthread_mutex_init(&q->due.add_mu, NULL) != 0) {
+        pthread_mutex_destroy(&q->due.mu);
+        free(q);
+        return semail__err(SEMAIL_ERROR, "queue: cannot create a mutex");
+    }
     if (opts)
         q->opts = *opts;
     else
@@ -493,6 +541,10 @@ void semail_queue_free(semail_queue *q)
     close_fd(&q->msgfd);
     close_fd(&q->statefd);
     close_fd(&q->corruptfd);
+    free(q->due.c);
+    free(q->due.add);
+    pthread_mutex_destroy(&q->due.mu);
+    pthread_mutex_destroy(&q->due.add_mu);
     free(q->dir);
     free(q);
 }
@@ -587,6 +639,48 @@ done:
     return err;
 }
 
+/* Append C to *ARR (N of CAP, growing up to MAX); 0, or -1 when full or out of memory. */
+static int candidate_push(candidate **arr, size_t *n, size_t *cap, size_t max, const candidate *c)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        candidate *p;
+        if (*n >= max)
+            return -1;
+        if (ncap > max)
+            ncap = max;
+        if ((p = realloc(*arr, ncap * sizeof(*p))) == NULL)
+            return -1;
+        *arr = p;
+        *cap = ncap;
+    }
+    (*arr)[(*n)++] = *c;
+    return 0;
+}
+
+/*
+ * A message just submitted is due at once: leave it for the next pick to
+ * append to the due list, so that it does not wait for a scan. Without a
+ * list (a handle that only submits) or with too many waiting, the next pick
+ * scans instead, which also bounds what is kept here.
+ */
+static void due_add(semail_queue *q, const char *qid)
+{
+    due_cache *d = &q->due;
+    candidate c;
+
+    c.next = semail_queue_now_ms();
+    memcpy(c.qid, qid, sizeof(c.qid));
+    pthread_mutex_lock(&d->add_mu);
+    if (!d->add_open || d->add_stale ||
+        candidate_push(&d->add, &d->nadd, &d->addcap, DUE_APPEND_MAX, &c) < 0) {
+        d->add_stale = 1;
+        d->add_open = 0;
+        d->nadd = 0;
+    }
+    pthread_mutex_unlock(&d->add_mu);
+}
+
 int semail_queue_submit(char *qid_out, semail_queue *q, const char *sender,
                         const char *const *rcpts, size_t rcpt_count, const void *data, size_t len)
 {
@@ -606,8 +700,10 @@ int semail_queue_submit(char *qid_out, semail_queue *q, const char *sender,
         if (err != SEMAIL_EEXISTS)
             break;
     }
-    if (err == 0)
+    if (err == 0) {
         memcpy(qid_out, qid, sizeof(qid));
+        due_add(q, qid);
+    }
     return err == SEMAIL_EEXISTS ? semail__err(SEMAIL_EIO, "queue: no free QID") : err;
 }
 
@@ -777,11 +873,6 @@ static int is_due(const semail_queue_info *i, int64_t now, int64_t flush)
     return i->next_attempt_ms <= now || (flush > 0 && i->last_attempt_ms <= flush);
 }
 
-typedef struct candidate {
-    int64_t next;
-    char qid[SEMAIL_QUEUE_QID_SIZE];
-} candidate;
-
 static int cmp_candidate(const void *a, const void *b)
 {
     const candidate *x = a, *y = b;
@@ -826,31 +917,115 @@ static int due_candidates(candidate **out, size_t *count, semail_queue *q, int64
     return 0;
 }
 
+/*
+ * Take what submissions and flushes left (d->mu held): new messages go to
+ * the end of the list (they are due latest); a flush or an overflow makes
+ * the list stale. Left unmerged on failure: the next pick scans.
+ */
+static void due_merge(due_cache *d)
+{
+    pthread_mutex_lock(&d->add_mu);
+    if (d->add_stale) {
+        d->valid = 0;
+    } else {
+        for (size_t i = 0; i < d->nadd && d->valid; i++)
+            if (candidate_push(&d->c, &d->n, &d->cap, SIZE_MAX / sizeof(*d->c), &d->add[i]) < 0)
+                d->valid = 0;
+    }
+    d->nadd = 0;
+    pthread_mutex_unlock(&d->add_mu);
+}
+
+/* Must the due list be scanned again before handing out its next entry? */
+static int due_stale(const due_cache *d, int64_t now, int64_t flush)
+{
+    return !d->valid || d->pos >= d->n || flush != d->flush_ms || now < d->built_ms ||
+           (uint64_t)now - (uint64_t)d->built_ms > DUE_CACHE_MS;
+}
+
+/*
+ * Replace the due list by a new scan (d->mu held). Submissions during the
+ * scan are left for the next merge: one listed twice costs a failed lock.
+ */
+static int due_rescan(semail_queue *q, int64_t now, int64_t flush)
+{
+    due_cache *d = &q->due;
+    candidate *c = NULL;
+    size_t n = 0;
+    int64_t next;
+    int err;
+
+    d->valid = 0;
+    d->scans++;
+    pthread_mutex_lock(&d->add_mu);
+    d->nadd = 0;
+    d->add_stale = 0;
+    d->add_open = 1;
+    pthread_mutex_unlock(&d->add_mu);
+    if ((err = due_candidates(&c, &n, q, now, flush, &next)) < 0)
+        return err;
+    free(d->c);
+    d->c = c;
+    d->n = d->cap = n;
+    d->pos = 0;
+    d->valid = 1;
+    d->built_ms = now;
+    d->flush_ms = flush;
+    d->next_ms = next;
+    return 0;
+}
+
+/*
+ * The next candidate QID, scanning again when the list is stale; at most one
+ * scan per *SCANNED (a list of messages all held elsewhere must not make the
+ * caller scan forever). SEMAIL_ENOTFOUND when the list is used up.
+ */
+static int due_pop(char *qid, int64_t *next, semail_queue *q, int64_t now, int64_t flush,
+                   int *scanned)
+{
+    due_cache *d = &q->due;
+    int err = 0;
+
+    pthread_mutex_lock(&d->mu);
+    due_merge(d);
+    if (!*scanned && due_stale(d, now, flush)) {
+        *scanned = 1;
+        err = due_rescan(q, now, flush);
+    }
+    if (err == 0 && (!d->valid || d->pos >= d->n))
+        err = SEMAIL_ENOTFOUND;
+    if (err == 0)
+        memcpy(qid, d->c[d->pos++].qid, SEMAIL_QUEUE_QID_SIZE);
+    *next = d->next_ms;
+    pthread_mutex_unlock(&d->mu);
+    return err;
+}
+
 int semail_queue_lock_due(semail_queue_entry **out, semail_queue *q, int64_t now_ms,
                           int64_t *next_ms)
 {
-    candidate *c = NULL;
-    size_t n = 0;
-    int64_t flush, next;
-    int err;
+    char qid[SEMAIL_QUEUE_QID_SIZE];
+    int64_t flush, next = INT64_MAX;
+    int err, scanned = 0;
 
     if (out == NULL || q == NULL)
         return semail__err(SEMAIL_EINVAL, "queue: NULL argument");
     *out = NULL;
     flush = flush_time(q);
-    if ((err = due_candidates(&c, &n, q, now_ms, flush, &next)) < 0)
-        return err;
-    err = semail__err(SEMAIL_ENOTFOUND, "queue: nothing due");
-    for (size_t i = 0; i < n; i++) {
+    for (;;) {
         semail_queue_entry *e;
-        int r = lock_entry(&e, q, c[i].qid, 0);
-        if (r == SEMAIL_ENOMEM) {
-            err = r;
+        /* The file work happens outside the list's mutex: workers lock in parallel. */
+        if ((err = due_pop(qid, &next, q, now_ms, flush, &scanned)) < 0) {
+            if (err == SEMAIL_ENOTFOUND)
+                err = semail__err(SEMAIL_ENOTFOUND, "queue: nothing due");
             break;
         }
-        if (r < 0)
+        err = lock_entry(&e, q, qid, 0);
+        if (err == SEMAIL_ENOMEM)
+            break;
+        if (err < 0)
             continue; /* held by another worker, gone, or damaged */
-        /* Another worker may have finished an attempt between scan and lock. */
+        /* The list is as old as its scan: the state read under the lock decides. */
         if (!is_due(&e->l.info, now_ms, flush)) {
             semail_queue_release(e);
             continue;
@@ -859,10 +1034,19 @@ int semail_queue_lock_due(semail_queue_entry **out, semail_queue *q, int64_t now
         err = 0;
         break;
     }
-    free(c);
     if (next_ms)
         *next_ms = next;
     return err;
+}
+
+unsigned long semail__queue_due_scans(semail_queue *q)
+{
+    unsigned long n;
+
+    pthread_mutex_lock(&q->due.mu);
+    n = q->due.scans;
+    pthread_mutex_unlock(&q->due.mu);
+    return n;
 }
 
 const semail_queue_info *semail_queue_entry_info(const semail_queue_entry *e)
@@ -1119,6 +1303,9 @@ int semail_queue_flush(semail_queue *q)
         goto fail;
     }
     close(fd);
+    pthread_mutex_lock(&q->due.add_mu);
+    q->due.add_stale = 1;
+    pthread_mutex_unlock(&q->due.add_mu);
     return fsync_dir(q->dirfd, q->dir);
 fail:
     unlinkat(q->tmpfd, name, 0);

@@ -20,4 +20,10 @@ SEMAIL_HIDDEN int semail__queue_random(void *p, size_t n);
 SEMAIL_HIDDEN int semail__queue_fail_pending(semail_queue_entry *e, const char *enhanced,
                                              const char *reason);
 
+/*
+ * How many times Q scanned the spool for due messages (to check that picks
+ * are served from the due list, not one scan each).
+ */
+SEMAIL_HIDDEN unsigned long semail__queue_due_scans(semail_queue *q);
+
 #endif

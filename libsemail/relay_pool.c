@@ -22,6 +22,9 @@
 #define POLL_MS        1000
 #define ERROR_PAUSE_MS 1000
 #define WORKERS_MAX    256
+/* Threads mostly wait for the network and for fsync: on a 2-CPU machine 16
+ * delivered ~1.5x as fast as 4 (docs/benchmarks.md, outbound); 32 did no better. */
+#define WORKERS_DEFAULT 16
 
 struct semail_relay_pool {
     semail_relay_options opts; /* the caller's, with our cancel callback */
@@ -158,7 +161,7 @@ int semail_relay_pool_start(semail_relay_pool **out, const semail_relay_options 
     p->opts.cancel = pool_cancelled;
     p->opts.cancel_payload = p;
     p->q = q;
-    p->nthreads = workers ? workers : 4;
+    p->nthreads = workers ? workers : WORKERS_DEFAULT;
     atomic_init(&p->stopping, 0);
     if ((p->threads = calloc(p->nthreads, sizeof(*p->threads))) == NULL) {
         free(p);

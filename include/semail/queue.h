@@ -193,7 +193,9 @@ SEMAIL_EXTERN int semail_queue_lock(semail_queue_entry **out, semail_queue *q, c
  * holds: a message is due when its next attempt time is at or before
  * @p now_ms, or when semail_queue_flush() was called after (or in the same
  * millisecond as) its last attempt ended. Several threads or processes may
- * call this at once: each gets a different message.
+ * call this at once: each gets a different message. The handle serves the
+ * due list of its last scan (docs/queue.md): a message submitted through
+ * another handle, or whose next attempt time comes, may wait up to 250 ms.
  *
  * @param[out] out      the entry, released with semail_queue_release().
  * @param[out] next_ms  may be NULL. The earliest next attempt time of the

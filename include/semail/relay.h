@@ -144,7 +144,7 @@ typedef struct semail_relay_pool semail_relay_pool;
  *                  borrowed). The pool installs its own cancel callback
  *                  (the one in @p opts is ignored).
  * @param q         the queue, shared with the caller (submissions).
- * @param workers   the number of threads (1 to 256); 0: 4.
+ * @param workers   the number of threads (1 to 256); 0: 16.
  * @return 0; ::SEMAIL_EINVAL, ::SEMAIL_ENOMEM, ::SEMAIL_ERROR (a thread
  *         could not be started; none is left running).
  */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "queue_file.h"
+#include "queue_internal.h"
 #include "semail/queue.h"
 
 static const char *const RCPTS[] = {"bob@example.org", "carol@example.net"};
@@ -668,6 +669,210 @@ static void test_queue__lock_due_takes_the_longest_due_first(void **state)
     semail_queue_free(q);
 }
 
+/* ---- the due list ------------------------------------------------------------- */
+
+#define DUE_MSGS 40
+
+/* Index of QID in QIDS, or -1. */
+static int qid_index(char (*qids)[SEMAIL_QUEUE_QID_SIZE], int n, const char *qid)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(qids[i], qid) == 0)
+            return i;
+    return -1;
+}
+
+/* Three messages in distinct milliseconds, so that their order is known. */
+static void submit3(semail_queue *q, char *a, char *b, char *c)
+{
+    submit(q, a);
+    usleep(2000);
+    submit(q, b);
+    usleep(2000);
+    submit(q, c);
+}
+
+/* A burst of n messages costs one scan of the spool, not one per pick. */
+static void test_queue__picks_are_served_from_one_scan(void **state)
+{
+    fixture *f = *state;
+    semail_queue *q = open_q(f);
+    semail_queue_entry *held[DUE_MSGS], *none;
+    char qids[DUE_MSGS][SEMAIL_QUEUE_QID_SIZE];
+    int seen[DUE_MSGS] = {0};
+    int64_t now = semail_queue_now_ms() + 60000; /* one "now": the list never ages */
+    unsigned long scans;
+
+    for (int i = 0; i < DUE_MSGS; i++)
+        submit(q, qids[i]);
+    scans = semail__queue_due_scans(q);
+    for (int i = 0; i < DUE_MSGS; i++) {
+        int k;
+        assert_int_equal(semail_queue_lock_due(&held[i], q, now, NULL), 0);
+        k = qid_index(qids, DUE_MSGS, semail_queue_entry_info(held[i])->qid);
+        assert_true(k >= 0);
+        assert_int_equal(seen[k]++, 0);
+        /* Longest due first: arrival (QID) order. */
+        if (i > 0)
+            assert_true(strcmp(semail_queue_entry_info(held[i - 1])->qid,
+                               semail_queue_entry_info(held[i])->qid) < 0);
+    }
+    assert_int_equal(semail__queue_due_scans(q) - scans, 1);
+    /* Used up: one more scan, which finds every message held. */
+    assert_int_equal(semail_queue_lock_due(&none, q, now, NULL), SEMAIL_ENOTFOUND);
+    assert_null(none);
+    assert_int_equal(semail__queue_due_scans(q) - scans, 2);
+    for (int i = 0; i < DUE_MSGS; i++)
+        semail_queue_release(held[i]);
+    semail_queue_free(q);
+}
+
+/* A message submitted through the handle joins the due list at once, no scan. */
+static void test_queue__new_submission_is_picked_up_without_a_scan(void **state)
+{
+    fixture *f = *state;
+    semail_queue *q = open_q(f);
+    semail_queue_entry *a, *b, *c;
+    char qa[SEMAIL_QUEUE_QID_SIZE], qb[SEMAIL_QUEUE_QID_SIZE], qc[SEMAIL_QUEUE_QID_SIZE];
+    int64_t now = semail_queue_now_ms() + 60000;
+    unsigned long scans;
+
+    submit(q, qa);
+    usleep(2000);
+    submit(q, qb);
+    scans = semail__queue_due_scans(q);
+    assert_int_equal(semail_queue_lock_due(&a, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(a)->qid, qa);
+    submit(q, qc);
+    assert_int_equal(semail_queue_lock_due(&b, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(b)->qid, qb);
+    assert_int_equal(semail_queue_lock_due(&c, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(c)->qid, qc);
+    assert_int_equal(semail__queue_due_scans(q) - scans, 1);
+    semail_queue_release(a);
+    semail_queue_release(b);
+    semail_queue_release(c);
+    semail_queue_free(q);
+}
+
+/* A flush (here by another handle, as semail-admin does) makes the next pick scan again. */
+static void test_queue__flush_by_another_handle_invalidates_the_due_list(void **state)
+{
+    fixture *f = *state;
+    semail_queue *q = open_q(f), *admin = open_q(f);
+    semail_queue_entry *e, *b, *c;
+    char qa[SEMAIL_QUEUE_QID_SIZE], qb[SEMAIL_QUEUE_QID_SIZE], qc[SEMAIL_QUEUE_QID_SIZE];
+    int64_t now = semail_queue_now_ms() + 1000;
+    unsigned long scans;
+
+    submit3(q, qa, qb, qc);
+    scans = semail__queue_due_scans(q);
+    assert_int_equal(semail_queue_lock_due(&e, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(e)->qid, qa);
+    assert_int_equal(semail_queue_schedule(e, now + 3600000), 0);
+    semail_queue_release(e);
+    usleep(2000);
+    assert_int_equal(semail_queue_flush(admin), 0);
+    assert_int_equal(semail_queue_lock_due(&b, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(b)->qid, qb);
+    assert_int_equal(semail__queue_due_scans(q) - scans, 2);
+    assert_int_equal(semail_queue_lock_due(&c, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(c)->qid, qc);
+    /* The scheduled one is in the new list: due by the flush. */
+    assert_int_equal(semail_queue_lock_due(&e, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(e)->qid, qa);
+    assert_int_equal(semail__queue_due_scans(q) - scans, 2);
+    semail_queue_release(e);
+    semail_queue_release(b);
+    semail_queue_release(c);
+    semail_queue_free(admin);
+    semail_queue_free(q);
+}
+
+/* A listed message deleted elsewhere is skipped: the next candidate is taken. */
+static void test_queue__message_deleted_elsewhere_is_skipped(void **state)
+{
+    fixture *f = *state;
+    semail_queue *q = open_q(f), *admin = open_q(f);
+    semail_queue_entry *a, *c, *e;
+    char qa[SEMAIL_QUEUE_QID_SIZE], qb[SEMAIL_QUEUE_QID_SIZE], qc[SEMAIL_QUEUE_QID_SIZE];
+    int64_t now = semail_queue_now_ms() + 60000;
+    unsigned long scans;
+
+    submit3(q, qa, qb, qc);
+    scans = semail__queue_due_scans(q);
+    assert_int_equal(semail_queue_lock_due(&a, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(a)->qid, qa);
+    assert_int_equal(semail_queue_delete(admin, qb), 0);
+    assert_int_equal(semail_queue_lock_due(&c, q, now, NULL), 0);
+    assert_string_equal(semail_queue_entry_info(c)->qid, qc);
+    assert_int_equal(semail__queue_due_scans(q) - scans, 1);
+    assert_int_equal(semail_queue_lock_due(&e, q, now, NULL), SEMAIL_ENOTFOUND);
+    assert_int_equal(count_files(f, "corrupt"), 0);
+    semail_queue_release(a);
+    semail_queue_release(c);
+    semail_queue_free(admin);
+    semail_queue_free(q);
+}
+
+#define HOLD_THREADS 4
+
+typedef struct hold {
+    semail_queue *q;
+    int64_t now;
+    semail_queue_entry *held[DUE_MSGS];
+    int n;
+} hold;
+
+/* Take due messages until none is free, holding every one. */
+static void *holder(void *arg)
+{
+    hold *h = arg;
+    semail_queue_entry *e;
+
+    while (h->n < DUE_MSGS && semail_queue_lock_due(&e, h->q, h->now, NULL) == 0)
+        h->held[h->n++] = e;
+    return NULL;
+}
+
+/* Threads sharing one due list each get different messages, and all of them. */
+static void test_queue__threads_sharing_the_due_list_get_different_messages(void **state)
+{
+    fixture *f = *state;
+    semail_queue *q = open_q(f);
+    char qids[DUE_MSGS][SEMAIL_QUEUE_QID_SIZE];
+    int seen[DUE_MSGS] = {0}, total = 0;
+    hold h[HOLD_THREADS];
+    pthread_t t[HOLD_THREADS];
+    unsigned long scans;
+
+    for (int i = 0; i < DUE_MSGS; i++)
+        submit(q, qids[i]);
+    scans = semail__queue_due_scans(q);
+    memset(h, 0, sizeof(h));
+    h[0].now = semail_queue_now_ms() + 60000;
+    for (int i = 0; i < HOLD_THREADS; i++) {
+        h[i].q = q;
+        h[i].now = h[0].now;
+        assert_int_equal(pthread_create(&t[i], NULL, holder, &h[i]), 0);
+    }
+    for (int i = 0; i < HOLD_THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    for (int i = 0; i < HOLD_THREADS; i++) {
+        for (int j = 0; j < h[i].n; j++) {
+            int k = qid_index(qids, DUE_MSGS, semail_queue_entry_info(h[i].held[j])->qid);
+            assert_true(k >= 0);
+            assert_int_equal(seen[k]++, 0);
+            semail_queue_release(h[i].held[j]);
+            total++;
+        }
+    }
+    assert_int_equal(total, DUE_MSGS);
+    /* The first scan, then at most one per thread to find that nothing is free. */
+    assert_in_range(semail__queue_due_scans(q) - scans, 1, 1 + HOLD_THREADS);
+    semail_queue_free(q);
+}
+
 /* ---- retries and expiry ------------------------------------------------------ */
 
 static void test_queue__retry_follows_the_schedule_then_repeats_the_last(void **state)
@@ -840,6 +1045,16 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue__lock_due_takes_the_longest_due_first, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_queue__picks_are_served_from_one_scan, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_queue__new_submission_is_picked_up_without_a_scan,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_queue__flush_by_another_handle_invalidates_the_due_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue__message_deleted_elsewhere_is_skipped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_queue__threads_sharing_the_due_list_get_different_messages, setup, teardown),
         cmocka_unit_test(test_queue__retry_follows_the_schedule_then_repeats_the_last),
         cmocka_unit_test(test_queue__retry_jitter_stays_within_bounds),
         cmocka_unit_test(test_queue__retry_never_goes_past_expiry),
