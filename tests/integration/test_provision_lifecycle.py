@@ -118,6 +118,9 @@ def test_resize_grows_the_filesystem_the_container_sees(pplatform):
     pv.skip_if_not_yet(r, "user resize")
     assert r.returncode == 0, r.stderr.decode()
     assert os.path.getsize(p.image_path("alice")) == 48 << 20
+    # Where the kernel cannot grow a mounted ext4, the container was
+    # restarted around an offline grow: its sshd takes a moment to come back.
+    pv.wait_ssh(alice.port, "alice", alice.key, diag=lambda: p.describe("alice"))
     after = size()
     assert after > before + 24 * 1024, "df in the container: %d KiB before, %d after" % (before,
                                                                                       after)

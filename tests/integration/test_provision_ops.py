@@ -74,7 +74,7 @@ def test_mount_all_after_a_simulated_reboot_brings_everything_back(pplatform, pi
         r = it.run(["umount", p.mount_point(login)], timeout=60)
         assert r.returncode == 0, r.stderr.decode()
         assert pv.mount_at(p.mount_point(login)) is None
-        assert pv.loops_gone(p.image_path(login)) == {}
+        assert pv.loops_gone(p.image_path(login), timeout=15.0) == {}, p.describe(login)
     engine.start()
     r = p.admin("mount-all", timeout=300)
     pv.skip_if_not_yet(r, "mount-all")
