@@ -868,8 +868,11 @@ static void test_queue__threads_sharing_the_due_list_get_different_messages(void
         }
     }
     assert_int_equal(total, DUE_MSGS);
-    /* The first scan, then at most one per thread to find that nothing is free. */
-    assert_in_range(semail__queue_due_scans(q) - scans, 1, 1 + HOLD_THREADS);
+    /* The first scan, then a few per thread once the list is used up (a
+     * rescan can still find a message another thread took from the list
+     * but has not locked yet, and then scan once more): far fewer than one
+     * scan per pick, which is what this guards against. */
+    assert_in_range(semail__queue_due_scans(q) - scans, 1, 1 + 2 * HOLD_THREADS);
     semail_queue_free(q);
 }
 
