@@ -23,18 +23,12 @@ static int build(const semail_config *cfg, int reuse_cache)
     int n, rc = 1;
 
     n = snprintf(work, sizeof(work), "%s/image-build", state_dir);
-    if (n < 0 || (size_t)n >= sizeof(work)) {
-        fprintf(stderr, NAME ": state_dir too long\n");
-        return 1;
-    }
-    if (mkdir(state_dir, 0755) < 0 && errno != EEXIST) {
-        fprintf(stderr, NAME ": mkdir %s: %s\n", state_dir, strerror(errno));
-        return 1;
-    }
-    if (semail_container_engine_new_from_config(&e, cfg) < 0) {
-        fprintf(stderr, NAME ": %s\n", semail_error_last());
-        return 1;
-    }
+    if (n < 0 || (size_t)n >= sizeof(work))
+        return prog_fail(NAME, "state_dir too long");
+    if (mkdir(state_dir, 0755) < 0 && errno != EEXIST)
+        return prog_fail(NAME, "mkdir %s: %s", state_dir, strerror(errno));
+    if (semail_container_engine_new_from_config(&e, cfg) < 0)
+        return prog_fail(NAME, "%s", semail_error_last());
     semail_image_options_init(&opts);
     opts.work_dir = work;
     opts.reuse_cache = reuse_cache;
@@ -42,7 +36,7 @@ static int build(const semail_config *cfg, int reuse_cache)
            semail_config_get(cfg, "containers", "image"));
     fflush(stdout);
     if (semail_image_build(e, &opts) < 0)
-        fprintf(stderr, NAME ": image build: %s\n", semail_error_last());
+        (void)prog_fail(NAME, "image build: %s", semail_error_last());
     else {
         printf("image %s imported\n", semail_config_get(cfg, "containers", "image"));
         rc = 0;
@@ -56,17 +50,13 @@ int admin_image_main(const prog_common *pc, int argc, char **argv, int i, const 
     semail_config *cfg;
     int reuse_cache = 1, rc;
 
-    if (i >= argc || strcmp(argv[i], "build") != 0) {
-        fprintf(stderr, NAME ": image takes one command: build\n%s", usage);
-        return 2;
-    }
+    if (i >= argc || strcmp(argv[i], "build") != 0)
+        return prog_usage_error(NAME, usage, "image takes one command: build");
     for (i++; i < argc; i++) {
         if (strcmp(argv[i], "--no-cache") == 0)
             reuse_cache = 0;
-        else {
-            fprintf(stderr, NAME ": image build: unknown argument '%s'\n%s", argv[i], usage);
-            return 2;
-        }
+        else
+            return prog_usage_error(NAME, usage, "image build: unknown argument '%s'", argv[i]);
     }
     if ((cfg = prog_load_config(pc)) == NULL)
         return 1;

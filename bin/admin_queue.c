@@ -10,7 +10,6 @@
  * queue (list and delete do not create it).
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,24 +21,6 @@
 #define NAME            "semail-admin"
 #define DELETE_TRIES    5
 #define DELETE_PAUSE_MS 400
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs(NAME ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int usage_error(const char *usage, const char *what)
-{
-    fprintf(stderr, "%s: %s\n%s", NAME, what, usage);
-    return 2;
-}
 
 static int queue_dir(char *out, size_t size, const semail_config *cfg)
 {
@@ -174,7 +155,7 @@ static int cmd_list(const char *dir, int json)
         putchar('[');
     if (queue_exists(dir)) {
         if (semail_queue_open(&q, dir, NULL) < 0)
-            return fail("queue %s: %s", dir, semail_error_last());
+            return prog_fail(NAME, "queue %s: %s", dir, semail_error_last());
         err = semail_queue_list(q, list_cb, &lc);
         semail_queue_free(q);
     }
@@ -184,7 +165,7 @@ static int cmd_list(const char *dir, int json)
         puts("The queue is empty.");
     else
         printf("-- %zu message(s)\n", lc.count);
-    return err < 0 ? fail("queue %s: %s", dir, semail_error_last()) : 0;
+    return err < 0 ? prog_fail(NAME, "queue %s: %s", dir, semail_error_last()) : 0;
 }
 
 /* ---- flush and delete ---------------------------------------------------------------- */
@@ -195,11 +176,11 @@ static int cmd_flush(const char *dir)
     int err;
 
     if (semail_queue_open(&q, dir, NULL) < 0)
-        return fail("queue %s: %s", dir, semail_error_last());
+        return prog_fail(NAME, "queue %s: %s", dir, semail_error_last());
     err = semail_queue_flush(q);
     semail_queue_free(q);
     if (err < 0)
-        return fail("queue flush: %s", semail_error_last());
+        return prog_fail(NAME, "queue flush: %s", semail_error_last());
     puts("Flush requested: every queued message is due now.");
     return 0;
 }
@@ -211,9 +192,9 @@ static int cmd_delete(const char *dir, const char *qid)
     int err = SEMAIL_ENOTFOUND, tries;
 
     if (!queue_exists(dir))
-        return fail("no message %s in the queue", qid);
+        return prog_fail(NAME, "no message %s in the queue", qid);
     if (semail_queue_open(&q, dir, NULL) < 0)
-        return fail("queue %s: %s", dir, semail_error_last());
+        return prog_fail(NAME, "queue %s: %s", dir, semail_error_last());
     for (tries = 0; tries < DELETE_TRIES; tries++) {
         if ((err = semail_queue_delete(q, qid)) != SEMAIL_ELOCKED)
             break;
@@ -221,13 +202,14 @@ static int cmd_delete(const char *dir, const char *qid)
     }
     semail_queue_free(q);
     if (err == SEMAIL_ELOCKED)
-        return fail("message %s is being delivered right now; try again in a moment", qid);
+        return prog_fail(NAME, "message %s is being delivered right now; try again in a moment",
+                         qid);
     if (err == SEMAIL_ENOTFOUND)
-        return fail("no message %s in the queue", qid);
+        return prog_fail(NAME, "no message %s in the queue", qid);
     if (err == SEMAIL_EINVAL)
-        return fail("'%s' is not a queue id", qid);
+        return prog_fail(NAME, "'%s' is not a queue id", qid);
     if (err < 0)
-        return fail("queue delete %s: %s", qid, semail_error_last());
+        return prog_fail(NAME, "queue delete %s: %s", qid, semail_error_last());
     printf("Deleted %s (no bounce is sent).\n", qid);
     return 0;
 }
@@ -240,28 +222,25 @@ int admin_queue_main(const prog_common *pc, int argc, char **argv, int i, const 
     int rc, json = 0;
 
     if (i >= argc)
-        return usage_error(usage, "queue needs a command: list, flush or delete");
+        return prog_usage_error(NAME, usage, "queue needs a command: list, flush or delete");
     cmd = argv[i++];
     if (strcmp(cmd, "list") == 0) {
         if (i < argc && strcmp(argv[i], "--json") == 0 && ++i)
             json = 1;
     } else if (strcmp(cmd, "delete") == 0) {
         if (i >= argc)
-            return usage_error(usage, "queue delete needs a QID");
+            return prog_usage_error(NAME, usage, "queue delete needs a QID");
         i++;
     } else if (strcmp(cmd, "flush") != 0) {
-        fprintf(stderr, "%s: unknown queue command '%s'\n%s", NAME, cmd, usage);
-        return 2;
+        return prog_usage_error(NAME, usage, "unknown queue command '%s'", cmd);
     }
-    if (i < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n%s", NAME, argv[i], usage);
-        return 2;
-    }
+    if (i < argc)
+        return prog_usage_error(NAME, usage, "unexpected argument '%s'", argv[i]);
     if ((cfg = prog_load_config(pc)) == NULL)
         return 1;
     if (queue_dir(dir, sizeof(dir), cfg) < 0) {
         semail_config_free(cfg);
-        return fail("[global] state_dir: path too long");
+        return prog_fail(NAME, "[global] state_dir: path too long");
     }
     if (strcmp(cmd, "list") == 0)
         rc = cmd_list(dir, json);

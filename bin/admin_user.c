@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,31 +25,6 @@
 #define NAME      "semail-admin"
 #define FILE_MAX  (16 * 1024)
 #define PASSW_MAX 256
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs(NAME ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int usage_error(const char *usage, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int usage_error(const char *usage, const char *fmt, ...)
-{
-    va_list ap;
-    fputs(NAME ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n%s", usage);
-    return 2;
-}
 
 static void log_line(const char *line, void *payload)
 {
@@ -75,7 +49,7 @@ static int ctx_open(ctx *c, const prog_common *pc, const char *usage, int provis
     c->state_dir = semail_config_get(c->cfg, "global", "state_dir");
     c->mail_root = semail_config_get(c->cfg, "global", "mail_root");
     if (provision && semail_provision_new(&c->p, c->cfg) < 0)
-        return fail("%s", semail_error_last());
+        return prog_fail(NAME, "%s", semail_error_last());
     if (c->p)
         semail_provision_set_log(c->p, log_line, NULL);
     return 0;
@@ -130,7 +104,8 @@ static int parse_size(const char *s, uint64_t *out)
 static int size_arg(const char *s, uint64_t *out)
 {
     if (parse_size(s, out) < 0 || *out == 0)
-        return fail("--size '%s': expected bytes or a number with k, m, g or t (such as 1G)", s);
+        return prog_fail(
+            NAME, "--size '%s': expected bytes or a number with k, m, g or t (such as 1G)", s);
     return 0;
 }
 
@@ -142,15 +117,15 @@ static int read_small(const char *what, const char *file, char **out)
     char *buf;
     int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 
-    /* fail() then an explicit 1: the analyzer does not follow variadic calls. */
+    /* prog_fail() then an explicit 1: the analyzer does not follow variadic calls. */
     if (fd < 0) {
-        fail("%s %s: %s", what, file, strerror(errno));
+        prog_fail(NAME, "%s %s: %s", what, file, strerror(errno));
         return 1;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FILE_MAX ||
         (buf = malloc((size_t)st.st_size + 1)) == NULL) {
         close(fd);
-        fail("%s %s: not a regular file of at most %d bytes", what, file, FILE_MAX);
+        prog_fail(NAME, "%s %s: not a regular file of at most %d bytes", what, file, FILE_MAX);
         return 1;
     }
     while (len < (size_t)st.st_size) {
@@ -178,8 +153,8 @@ static int read_keys(const char *file, char **out)
     if (read_small("--ssh-key", file, out) != 0)
         return 1;
     if (semail_provision_check_keys(*out) < 0 || **out == '\0') {
-        int rc = fail("--ssh-key %s: %s", file,
-                      **out == '\0' ? "no key in the file" : semail_error_last());
+        int rc = prog_fail(NAME, "--ssh-key %s: %s", file,
+                           **out == '\0' ? "no key in the file" : semail_error_last());
         free(*out);
         *out = NULL;
         return rc;
@@ -294,23 +269,24 @@ static int cmd_create(ctx *c, int argc, char **argv, int i)
         else if ((v = opt_value(argc, argv, &i, "--size")))
             size = v;
         else if (argv[i][0] == '-')
-            return usage_error(c->usage, "user create: unknown option or missing value: %s",
-                               argv[i]);
+            return prog_usage_error(NAME, c->usage,
+                                    "user create: unknown option or missing value: %s", argv[i]);
         else if (req.login == NULL)
             req.login = argv[i];
         else
-            return usage_error(c->usage, "user create: unexpected argument '%s'", argv[i]);
+            return prog_usage_error(NAME, c->usage, "user create: unexpected argument '%s'",
+                                    argv[i]);
     }
     if (req.login == NULL || req.id == NULL)
-        return usage_error(c->usage, "user create needs LOGIN and --id ID");
+        return prog_usage_error(NAME, c->usage, "user create needs LOGIN and --id ID");
     if ((req.subdomain == NULL) == (req.domain == NULL))
-        return usage_error(c->usage,
-                           "user create needs exactly one of --subdomain SUB and --domain DOMAIN");
+        return prog_usage_error(
+            NAME, c->usage, "user create needs exactly one of --subdomain SUB and --domain DOMAIN");
     if ((size && size_arg(size, &req.size) != 0) || (keyfile && read_keys(keyfile, &keys) != 0))
         return 1;
     req.ssh_keys = keys;
     if (semail_provision_create(&res, c->p, &req) < 0) {
-        rc = fail("user create %s: %s", req.login, semail_error_last());
+        rc = prog_fail(NAME, "user create %s: %s", req.login, semail_error_last());
     } else {
         printf("created %s: %s (uid %lu, %s/%s", req.login, res.address, (unsigned long)res.uid,
                c->mail_root, req.login);
@@ -333,14 +309,15 @@ static int cmd_delete(ctx *c, int argc, char **argv, int i)
         if ((v = opt_value(argc, argv, &i, "--archive")))
             archive = v;
         else if (argv[i][0] == '-' || login)
-            return usage_error(c->usage, "user delete: unexpected argument '%s'", argv[i]);
+            return prog_usage_error(NAME, c->usage, "user delete: unexpected argument '%s'",
+                                    argv[i]);
         else
             login = argv[i];
     }
     if (login == NULL)
-        return usage_error(c->usage, "user delete needs LOGIN");
+        return prog_usage_error(NAME, c->usage, "user delete needs LOGIN");
     if (semail_provision_delete(c->p, login, archive) < 0)
-        return fail("user delete %s: %s", login, semail_error_last());
+        return prog_fail(NAME, "user delete %s: %s", login, semail_error_last());
     printf("deleted %s%s%s\n", login, archive ? ", mail archived to " : "", archive ? archive : "");
     return 0;
 }
@@ -350,9 +327,9 @@ static int cmd_delete(ctx *c, int argc, char **argv, int i)
 static int cmd_export(ctx *c, int argc, char **argv, int i)
 {
     if (argc - i != 2 || argv[i][0] == '-' || argv[i + 1][0] == '-')
-        return usage_error(c->usage, "user export needs LOGIN and FILE");
+        return prog_usage_error(NAME, c->usage, "user export needs LOGIN and FILE");
     if (semail_provision_export(c->p, argv[i], argv[i + 1]) < 0)
-        return fail("user export %s: %s", argv[i], semail_error_last());
+        return prog_fail(NAME, "user export %s: %s", argv[i], semail_error_last());
     printf("exported %s to %s\n", argv[i], argv[i + 1]);
     return 0;
 }
@@ -370,16 +347,17 @@ static int cmd_keys(ctx *c, int argc, char **argv, int i)
         else if (strcmp(argv[i], "--none") == 0)
             none = 1;
         else if (argv[i][0] == '-' || login)
-            return usage_error(c->usage, "user keys: unexpected argument '%s'", argv[i]);
+            return prog_usage_error(NAME, c->usage, "user keys: unexpected argument '%s'", argv[i]);
         else
             login = argv[i];
     }
     if (login == NULL || (file == NULL) == !none)
-        return usage_error(c->usage, "user keys needs LOGIN and one of --ssh-key FILE, --none");
+        return prog_usage_error(NAME, c->usage,
+                                "user keys needs LOGIN and one of --ssh-key FILE, --none");
     if (file && read_keys(file, &keys) != 0)
         return 1;
     if (semail_provision_set_keys(c->p, login, keys) < 0)
-        rc = fail("user keys %s: %s", login, semail_error_last());
+        rc = prog_fail(NAME, "user keys %s: %s", login, semail_error_last());
     else
         printf("keys of %s replaced\n", login);
     free(keys);
@@ -396,16 +374,17 @@ static int cmd_resize(ctx *c, int argc, char **argv, int i)
         if ((v = opt_value(argc, argv, &i, "--size")))
             size = v;
         else if (argv[i][0] == '-' || login)
-            return usage_error(c->usage, "user resize: unexpected argument '%s'", argv[i]);
+            return prog_usage_error(NAME, c->usage, "user resize: unexpected argument '%s'",
+                                    argv[i]);
         else
             login = argv[i];
     }
     if (login == NULL || size == NULL)
-        return usage_error(c->usage, "user resize needs LOGIN and --size SIZE");
+        return prog_usage_error(NAME, c->usage, "user resize needs LOGIN and --size SIZE");
     if (size_arg(size, &bytes) != 0)
         return 1;
     if (semail_provision_resize(c->p, login, bytes) < 0)
-        return fail("user resize %s: %s", login, semail_error_last());
+        return prog_fail(NAME, "user resize %s: %s", login, semail_error_last());
     printf("resized %s to %llu bytes\n", login, (unsigned long long)bytes);
     return 0;
 }
@@ -422,10 +401,10 @@ static int parse_json_flag(const ctx *c, int argc, char **argv, int i, const cha
         else if (want_login && argv[i][0] != '-' && *login == NULL)
             *login = argv[i];
         else
-            return usage_error(c->usage, "unexpected argument '%s'", argv[i]);
+            return prog_usage_error(NAME, c->usage, "unexpected argument '%s'", argv[i]);
     }
     if (want_login && *login == NULL)
-        return usage_error(c->usage, "user show needs LOGIN");
+        return prog_usage_error(NAME, c->usage, "user show needs LOGIN");
     return 0;
 }
 
@@ -439,7 +418,7 @@ static int cmd_list(ctx *c, int argc, char **argv, int i)
     if ((rc = parse_json_flag(c, argc, argv, i, &unused, 0, &json)) != 0)
         return rc;
     if (semail_registry_load(&reg, c->state_dir) < 0)
-        return fail("%s", semail_error_last());
+        return prog_fail(NAME, "%s", semail_error_last());
     n = semail_registry_count(reg);
     for (k = 0; k < n; k++) {
         const semail_user *u = semail_registry_get(reg, k);
@@ -483,12 +462,12 @@ static int cmd_show(ctx *c, int argc, char **argv, int i)
     if ((rc = parse_json_flag(c, argc, argv, i, &login, 1, &json)) != 0)
         return rc;
     if (semail_validate_name(login) < 0)
-        return fail("login '%s': %s", login, semail_error_last());
+        return prog_fail(NAME, "login '%s': %s", login, semail_error_last());
     if (semail_registry_load(&reg, c->state_dir) < 0)
-        return fail("%s", semail_error_last());
+        return prog_fail(NAME, "%s", semail_error_last());
     if (semail_registry_find_login(&u, reg, login) < 0) {
         semail_registry_free(reg);
-        return fail("no box for login '%s'", login);
+        return prog_fail(NAME, "no box for login '%s'", login);
     }
     if (json) {
         print_json(c, u);
@@ -516,8 +495,9 @@ int admin_user_main(const prog_common *pc, int argc, char **argv, int i, const c
     int rc;
 
     if (i >= argc)
-        return usage_error(usage, "user needs a command: create, delete, list, show, export, "
-                                  "keys or resize");
+        return prog_usage_error(NAME, usage,
+                                "user needs a command: create, delete, list, show, export, "
+                                "keys or resize");
     for (k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++) {
         if (strcmp(argv[i], cmds[k].name) != 0)
             continue;
@@ -526,7 +506,7 @@ int admin_user_main(const prog_common *pc, int argc, char **argv, int i, const c
         ctx_close(&c);
         return rc;
     }
-    return usage_error(usage, "unknown user command '%s'", argv[i]);
+    return prog_usage_error(NAME, usage, "unknown user command '%s'", argv[i]);
 }
 
 int admin_mount_all_main(const prog_common *pc, int argc, char **argv, int i, const char *usage)
@@ -536,10 +516,10 @@ int admin_mount_all_main(const prog_common *pc, int argc, char **argv, int i, co
     int rc;
 
     if (i != argc)
-        return usage_error(usage, "mount-all takes no argument");
+        return prog_usage_error(NAME, usage, "mount-all takes no argument");
     if ((rc = ctx_open(&c, pc, usage, 1)) == 0) {
         if (semail_provision_mount_all(c.p, &failed) < 0)
-            rc = fail("%s", semail_error_last());
+            rc = prog_fail(NAME, "%s", semail_error_last());
         else
             puts("every active box is mounted and running");
     }
@@ -554,10 +534,10 @@ int admin_dns_main(const prog_common *pc, int argc, char **argv, int i, const ch
     int rc;
 
     if (i + 2 != argc || strcmp(argv[i], "check") != 0)
-        return usage_error(usage, "dns takes one command: check DOMAIN");
+        return prog_usage_error(NAME, usage, "dns takes one command: check DOMAIN");
     if ((rc = ctx_open(&c, pc, usage, 1)) == 0) {
         if (semail_provision_dns_check(&chk, c.p, argv[i + 1]) < 0) {
-            rc = fail("dns check %s: %s", argv[i + 1], semail_error_last());
+            rc = prog_fail(NAME, "dns check %s: %s", argv[i + 1], semail_error_last());
         } else {
             printf("%s\n", chk.text);
             rc = chk.verdict == SEMAIL_DNS_MX_HERE ? 0 : 1;
@@ -575,7 +555,7 @@ int admin_ldap_main(const prog_common *pc, int argc, char **argv, int i, const c
     int rc;
 
     if (i >= argc || strcmp(argv[i], "add-person") != 0)
-        return usage_error(usage, "ldap takes one command: add-person");
+        return prog_usage_error(NAME, usage, "ldap takes one command: add-person");
     for (i++; i < argc; i++) {
         const char *v;
         if ((v = opt_value(argc, argv, &i, "--password-file")))
@@ -583,18 +563,20 @@ int admin_ldap_main(const prog_common *pc, int argc, char **argv, int i, const c
         else if ((v = opt_value(argc, argv, &i, "--name")))
             name = v;
         else if (argv[i][0] == '-' || login)
-            return usage_error(usage, "ldap add-person: unexpected argument '%s'", argv[i]);
+            return prog_usage_error(NAME, usage, "ldap add-person: unexpected argument '%s'",
+                                    argv[i]);
         else
             login = argv[i];
     }
     if (login == NULL || pwfile == NULL)
-        return usage_error(usage, "ldap add-person needs LOGIN and --password-file FILE");
+        return prog_usage_error(NAME, usage,
+                                "ldap add-person needs LOGIN and --password-file FILE");
     if (read_small("--password-file", pwfile, &password) != 0)
         return 1;
     password[strcspn(password, "\n")] = '\0';
     if ((rc = ctx_open(&c, pc, usage, 1)) == 0) {
         if (semail_provision_ldap_add_person(c.p, login, password, name) < 0)
-            rc = fail("ldap add-person %s: %s", login, semail_error_last());
+            rc = prog_fail(NAME, "ldap add-person %s: %s", login, semail_error_last());
         else
             printf("added %s to the directory\n", login);
     }

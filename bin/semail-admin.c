@@ -8,7 +8,6 @@
  * themselves (undo in reverse order, resume after a crash) are libsemail's
  * provision.h.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,18 +22,6 @@ static const char usage[] = "usage:\n" ADMIN_USER_USAGE ADMIN_QUEUE_USAGE ADMIN_
                             "       semail-admin [-c FILE] config check\n"
                             "       semail-admin -t | --version | --help\n";
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs(NAME ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n%s", usage);
-    return 2;
-}
-
 /* ---- main --------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -47,7 +34,7 @@ int main(int argc, char **argv)
     if (pc.check_config)
         (void)prog_load_config(&pc); /* exits 0 or 1 */
     if (i >= argc)
-        return usage_error("a command is needed");
+        return prog_usage_error(NAME, usage, "a command is needed");
     if (strcmp(argv[i], "user") == 0)
         return admin_user_main(&pc, argc, argv, i + 1, usage);
     if (strcmp(argv[i], "mount-all") == 0)
@@ -62,10 +49,10 @@ int main(int argc, char **argv)
         return admin_image_main(&pc, argc, argv, i + 1, usage);
     if (strcmp(argv[i], "config") == 0) {
         if (i + 1 >= argc || strcmp(argv[i + 1], "check") != 0 || i + 2 != argc)
-            return usage_error("config takes one command: check");
+            return prog_usage_error(NAME, usage, "config takes one command: check");
         pc.check_config = 1;
         (void)prog_load_config(&pc); /* exits 0 or 1 */
         return 1;
     }
-    return usage_error("unknown command '%s'", argv[i]);
+    return prog_usage_error(NAME, usage, "unknown command '%s'", argv[i]);
 }

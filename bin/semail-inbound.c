@@ -12,14 +12,10 @@
  * all boxes in one all-or-nothing mbox transaction, before the 250.
  */
 #include <limits.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include "prog.h"
@@ -45,57 +41,13 @@ typedef struct inbound {
     int use_syslog;
 } inbound;
 
-/* ---- logging --------------------------------------------------------------- */
-
-static int g_syslog; /* set once in main before any thread */
-
-static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logf_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (g_syslog)
-        vsyslog(LOG_MAIL | LOG_INFO, fmt, ap);
-    else
-        prog_vlog(NAME, fmt, ap);
-    va_end(ap);
-}
-
-static void server_log_cb(const char *line, void *payload)
-{
-    (void)payload;
-    logf_("%s", line);
-}
-
 /* ---- configuration ----------------------------------------------------------- */
 
 /* Keys unknown to the schema, or empty, take the library's default (0). */
 static int cfg_number(const semail_config *cfg, const char *key, char kind, uint64_t max,
                       uint64_t *out)
 {
-    const char *v = semail_config_get(cfg, "inbound", key);
-    int err;
-
-    *out = 0;
-    if (v == NULL || v[0] == '\0')
-        return 0;
-    if (kind == 's')
-        err = semail_config_get_size(cfg, "inbound", key, out);
-    else if (kind == 'd')
-        err = semail_config_get_duration_ms(cfg, "inbound", key, out);
-    else
-        err = semail_config_get_uint(cfg, "inbound", key, out);
-    if (err < 0) {
-        fprintf(stderr, "%s: %s: [inbound] %s: %s\n", NAME, semail_config_path(cfg), key,
-                semail_error_last());
-        return -1;
-    }
-    if (*out > max) {
-        fprintf(stderr, "%s: %s: [inbound] %s: at most %llu\n", NAME, semail_config_path(cfg), key,
-                (unsigned long long)max);
-        return -1;
-    }
-    return 0;
+    return prog_cfg_number(cfg, NAME, "inbound", key, kind, max, out);
 }
 
 static int read_limits(const semail_config *cfg, semail_server_options *so)
@@ -169,11 +121,11 @@ static int acquire(const semail_registry **reg, inbound *ib)
 
     semail_error_clear();
     if ((err = semail_registry_cache_acquire(reg, ib->cache)) < 0) {
-        logf_("registry: %s", semail_error_last());
+        prog_logf("registry: %s", semail_error_last());
         return err;
     }
     if (semail_error_last_code() != 0)
-        logf_("registry: reload failed, still using the previous one: %s", semail_error_last());
+        prog_logf("registry: reload failed, still using the previous one: %s", semail_error_last());
     return 0;
 }
 
@@ -224,7 +176,7 @@ static int on_message(semail_reply *reply, const semail_envelope *env, const cha
     o.mail_root = ib->mail_root;
     o.hostname = ib->hostname;
     o.domain = ib->domain;
-    o.log = server_log_cb;
+    o.log = prog_server_log_cb;
     if ((err = acquire(&reg, ib)) < 0)
         return err;
     err = semail_deliver_local(reply, &o, reg, env, data, len);
@@ -234,32 +186,10 @@ static int on_message(semail_reply *reply, const semail_envelope *env, const cha
 
 /* ---- signals ------------------------------------------------------------------- */
 
-/* SIGTERM and SIGINT stop the server; SIGHUP only says that nothing is needed.
- * The signals are blocked in every thread and taken here with sigwait(). */
-typedef struct sigctx {
-    semail_server *srv;
-    sigset_t set;
-    atomic_int done;
-} sigctx;
-
-static void *signal_main(void *arg)
+/* SIGTERM and SIGINT stop the server (prog_signals_start). */
+static void stop_server(void *srv)
 {
-    sigctx *sc = arg;
-    int sig;
-
-    for (;;) {
-        if (sigwait(&sc->set, &sig) != 0)
-            continue;
-        if (atomic_load(&sc->done))
-            return NULL;
-        if (sig == SIGHUP) {
-            logf_("SIGHUP: nothing to do, the registry is re-read automatically when it changes");
-        } else {
-            logf_("%s: stopping (sessions in progress may finish)",
-                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            semail_server_stop(sc->srv);
-        }
-    }
+    semail_server_stop(srv);
 }
 
 /* One descriptor per connection: take the whole hard limit, so that
@@ -271,7 +201,7 @@ static void raise_nofile(void)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-            logf_("cannot raise the descriptor limit to %llu", (unsigned long long)rl.rlim_max);
+            prog_logf("cannot raise the descriptor limit to %llu", (unsigned long long)rl.rlim_max);
     }
 }
 
@@ -292,7 +222,7 @@ static void log_listening(semail_server *srv, char **listen, size_t n, const cha
             break;
         used += (size_t)w;
     }
-    logf_("listening on %s (hostname %s)", line, hostname);
+    prog_logf("listening on %s (hostname %s)", line, hostname);
 }
 
 /* Everything main() sets up, torn down in one place. */
@@ -302,9 +232,7 @@ typedef struct app {
     size_t nlisten;
     inbound ib;
     semail_server *srv;
-    sigctx sc;
-    pthread_t sig_thread;
-    int sig_started;
+    prog_signals sig;
 } app;
 
 static int setup_inbound(app *a)
@@ -315,10 +243,7 @@ static int setup_inbound(app *a)
     a->ib.hostname = semail_config_get(a->cfg, "global", "hostname");
     a->ib.mail_root = semail_config_get(a->cfg, "global", "mail_root");
     lower_copy(a->ib.domain, sizeof(a->ib.domain), semail_config_get(a->cfg, "global", "domain"));
-    if (log && strcmp(log, "syslog") == 0) {
-        openlog(NAME, LOG_PID | LOG_NDELAY, LOG_MAIL);
-        g_syslog = 1;
-    }
+    prog_daemon_log_init(NAME, log && strcmp(log, "syslog") == 0);
     if (semail_registry_cache_new(&a->ib.cache, state_dir) < 0) {
         fprintf(stderr, "%s: registry in %s: %s\n", NAME, state_dir, semail_error_last());
         return -1;
@@ -339,7 +264,7 @@ static int setup_server(app *a)
     so.listen = (const char *const *)a->listen;
     so.listen_count = a->nlisten;
     so.name = NAME;
-    so.log = server_log_cb;
+    so.log = prog_server_log_cb;
     so.session.hostname = a->ib.hostname;
     so.session.rcpt = on_rcpt;
     so.session.message = on_message;
@@ -353,33 +278,14 @@ static int setup_server(app *a)
     return 0;
 }
 
-static int start_signals(app *a)
-{
-    int r;
-
-    a->sc.srv = a->srv;
-    atomic_init(&a->sc.done, 0);
-    if ((r = pthread_create(&a->sig_thread, NULL, signal_main, &a->sc)) != 0) {
-        fprintf(stderr, "%s: cannot start the signal thread: %s\n", NAME, strerror(r));
-        return -1;
-    }
-    a->sig_started = 1;
-    return 0;
-}
-
 static void teardown(app *a)
 {
-    if (a->sig_started) {
-        atomic_store(&a->sc.done, 1);
-        pthread_kill(a->sig_thread, SIGHUP);
-        pthread_join(a->sig_thread, NULL);
-    }
+    prog_signals_join(&a->sig);
     semail_server_free(a->srv);
     semail_registry_cache_free(a->ib.cache);
     semail_config_list_free(a->listen);
     semail_config_free(a->cfg);
-    if (g_syslog)
-        closelog();
+    prog_daemon_log_close();
 }
 
 int main(int argc, char **argv)
@@ -390,15 +296,8 @@ int main(int argc, char **argv)
     int rc = 1;
 
     memset(&a, 0, sizeof(a));
-    /* Before any thread exists, so that every thread inherits the mask. */
-    sigemptyset(&a.sc.set);
-    sigaddset(&a.sc.set, SIGTERM);
-    sigaddset(&a.sc.set, SIGINT);
-    sigaddset(&a.sc.set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &a.sc.set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    /* Past RLIMIT_FSIZE a write must fail with EFBIG (a 4xx), not kill us. */
-    signal(SIGXFSZ, SIG_IGN);
+    prog_signals_block(&a.sig);    /* before any thread exists */
+    prog_daemon_log_init(NAME, 0); /* [global] log may switch to syslog later */
 
     prog_parse_common(&pc, argc, argv, usage);
     if (pc.argi < argc) {
@@ -415,14 +314,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: [global] user: %s\n", NAME, semail_error_last());
         goto done;
     }
-    if (start_signals(&a) < 0)
+    if (prog_signals_start(&a.sig, NAME, stop_server, a.srv, "sessions in progress may finish") < 0)
         goto done;
     log_listening(a.srv, a.listen, a.nlisten, a.ib.hostname);
     if (semail_server_run(a.srv) < 0) {
-        logf_("stopped: %s", semail_error_last());
+        prog_logf("stopped: %s", semail_error_last());
         goto done;
     }
-    logf_("stopped");
+    prog_logf("stopped");
     rc = 0;
 done:
     teardown(&a);

@@ -22,12 +22,9 @@
 #include <limits.h>
 #include <pthread.h>
 #include <pwd.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,28 +75,6 @@ typedef struct outbound {
     size_t max_message_size;
 } outbound;
 
-/* ---- logging --------------------------------------------------------------- */
-
-static int g_syslog; /* set once in main before any thread */
-
-static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logf_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (g_syslog)
-        vsyslog(LOG_MAIL | LOG_INFO, fmt, ap);
-    else
-        prog_vlog(NAME, fmt, ap);
-    va_end(ap);
-}
-
-static void log_cb(const char *line, void *payload)
-{
-    (void)payload;
-    logf_("%s", line);
-}
-
 /* ---- small helpers --------------------------------------------------------------- */
 
 static void lower_copy(char *dst, size_t size, const char *src)
@@ -147,11 +122,11 @@ static int acquire(const semail_registry **reg, outbound *ob)
 
     semail_error_clear();
     if ((err = semail_registry_cache_acquire(reg, ob->cache)) < 0) {
-        logf_("registry: %s", semail_error_last());
+        prog_logf("registry: %s", semail_error_last());
         return err;
     }
     if (semail_error_last_code() != 0)
-        logf_("registry: reload failed, still using the previous one: %s", semail_error_last());
+        prog_logf("registry: reload failed, still using the previous one: %s", semail_error_last());
     return 0;
 }
 
@@ -221,8 +196,8 @@ static int has_active_box(outbound *ob, const char *login)
 static int auth_failed(semail_reply *reply, outbound *ob, const semail_envelope *env,
                        const char *login, const char *why)
 {
-    logf_("auth failed: client=%s login=%s: %s", env->client_addr ? env->client_addr : "unknown",
-          login, why);
+    prog_logf("auth failed: client=%s login=%s: %s",
+              env->client_addr ? env->client_addr : "unknown", login, why);
     throttle_failure(&ob->thr, env->client_addr);
     semail_reply_set(reply, 535, "5.7.8", "Authentication credentials invalid");
     return 0;
@@ -245,7 +220,7 @@ static int on_auth(semail_reply *reply, const semail_envelope *env, const char *
     if (err == SEMAIL_EPERM || err == SEMAIL_ENOTFOUND || err == SEMAIL_EINVAL)
         return auth_failed(reply, ob, env, authcid, semail_error_last());
     if (err < 0) {
-        logf_("auth: client=%s login=%s: directory: %s", client, authcid, semail_error_last());
+        prog_logf("auth: client=%s login=%s: directory: %s", client, authcid, semail_error_last());
         semail_reply_set(reply, 454, "4.7.0", "Temporary authentication failure");
         return 0;
     }
@@ -256,7 +231,7 @@ static int on_auth(semail_reply *reply, const semail_envelope *env, const char *
     if (box == 0)
         return auth_failed(reply, ob, env, authcid, "no active box");
     throttle_success(&ob->thr, env->client_addr);
-    logf_("auth: client=%s sasl_username=%s", client, authcid);
+    prog_logf("auth: client=%s sasl_username=%s", client, authcid);
     semail_reply_set(reply, 235, "2.7.0", "Authentication successful");
     return 0;
 }
@@ -413,10 +388,10 @@ static void log_submission(const submission *s, const semail_envelope *env, size
     }
     if (env->auth_user)
         clean_copy(user, sizeof(user), env->auth_user);
-    logf_("%s: client=%s%s%s, from=<%s>, to=%s, size=%zu, nrcpt=%zu, result=%d %s %s",
-          s->qid[0] ? s->qid : env->txn_id, env->client_addr ? env->client_addr : "unknown",
-          user[0] ? ", sasl_username=" : "", user, s->sender, to, len, s->nrcpt, reply->code,
-          reply->enhanced, reply->text);
+    prog_logf("%s: client=%s%s%s, from=<%s>, to=%s, size=%zu, nrcpt=%zu, result=%d %s %s",
+              s->qid[0] ? s->qid : env->txn_id, env->client_addr ? env->client_addr : "unknown",
+              user[0] ? ", sasl_username=" : "", user, s->sender, to, len, s->nrcpt, reply->code,
+              reply->enhanced, reply->text);
 }
 
 static void map_submit_error(semail_reply *reply, int err)
@@ -448,7 +423,7 @@ static int submit(submission *s, outbound *ob, const semail_envelope *env, const
     err = semail_queue_submit(s->qid, ob->queue, s->sender, s->rcpt_ptrs, s->nrcpt, s->data,
                               s->header_len + len);
     if (err < 0) {
-        logf_("%s: queue: %s", env->txn_id, semail_error_last());
+        prog_logf("%s: queue: %s", env->txn_id, semail_error_last());
         s->qid[0] = '\0';
         map_submit_error(reply, err);
         return 0;
@@ -517,7 +492,7 @@ static int deliver_bounce_locally(outbound *ob, const char *rcpt, const char *ds
         o.mail_root = ob->mail_root;
         o.hostname = ob->hostname;
         o.domain = ob->domain;
-        o.log = log_cb;
+        o.log = prog_server_log_cb;
         err = semail_deliver_local(&reply, &o, reg, &env, dsn, len);
         if (err == 0 && reply.code == 250)
             snprintf(note, note_size, "delivered to local mailbox");
@@ -546,32 +521,10 @@ static int on_bounce(const char *rcpt, const char *dsn, size_t len, const char *
 
 /* ---- signals ------------------------------------------------------------------- */
 
-/* SIGTERM and SIGINT stop the server; SIGHUP only says that nothing is needed.
- * The signals are blocked in every thread and taken here with sigwait(). */
-typedef struct sigctx {
-    semail_server *srv;
-    sigset_t set;
-    atomic_int done;
-} sigctx;
-
-static void *signal_main(void *arg)
+/* SIGTERM and SIGINT stop the server (prog_signals_start). */
+static void stop_server(void *srv)
 {
-    sigctx *sc = arg;
-    int sig;
-
-    for (;;) {
-        if (sigwait(&sc->set, &sig) != 0)
-            continue;
-        if (atomic_load(&sc->done))
-            return NULL;
-        if (sig == SIGHUP) {
-            logf_("SIGHUP: nothing to do, the registry is re-read automatically when it changes");
-        } else {
-            logf_("%s: stopping (sessions and deliveries in progress may finish)",
-                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            semail_server_stop(sc->srv);
-        }
-    }
+    semail_server_stop(srv);
 }
 
 /* ---- configuration ------------------------------------------------------------ */
@@ -589,9 +542,7 @@ typedef struct app {
     unsigned int workers;
     outbound ob;
     semail_server *srv;
-    sigctx sc;
-    pthread_t sig_thread;
-    int sig_started;
+    prog_signals sig;
 } app;
 
 static int cfg_error(const app *a, const char *section, const char *key)
@@ -605,26 +556,7 @@ static int cfg_error(const app *a, const char *section, const char *key)
 static int cfg_number(const app *a, const char *section, const char *key, char kind, uint64_t max,
                       uint64_t *out)
 {
-    const char *v = semail_config_get(a->cfg, section, key);
-    int err;
-
-    *out = 0;
-    if (v == NULL || v[0] == '\0')
-        return 0;
-    if (kind == 's')
-        err = semail_config_get_size(a->cfg, section, key, out);
-    else if (kind == 'd')
-        err = semail_config_get_duration_ms(a->cfg, section, key, out);
-    else
-        err = semail_config_get_uint(a->cfg, section, key, out);
-    if (err < 0)
-        return cfg_error(a, section, key);
-    if (*out > max) {
-        fprintf(stderr, "%s: %s: [%s] %s: at most %llu\n", NAME, semail_config_path(a->cfg),
-                section, key, (unsigned long long)max);
-        return -1;
-    }
-    return 0;
+    return prog_cfg_number(a->cfg, NAME, section, key, kind, max, out);
 }
 
 /* One duration of retry_schedule ("30", "5m", "2h", "1d"), in ms. */
@@ -736,10 +668,7 @@ static int setup_outbound(app *a)
     lower_copy(a->ob.domain, sizeof(a->ob.domain), semail_config_get(a->cfg, "global", "domain"));
     if (pthread_mutex_init(&a->ob.thr.mu, NULL) != 0)
         return -1;
-    if (log && strcmp(log, "syslog") == 0) {
-        openlog(NAME, LOG_PID | LOG_NDELAY, LOG_MAIL);
-        g_syslog = 1;
-    }
+    prog_daemon_log_init(NAME, log && strcmp(log, "syslog") == 0);
     if (cfg_number(a, "inbound", "max_message_size", 's', SIZE_MAX / 4, &size) < 0)
         return -1;
     a->ob.max_message_size = (size_t)size;
@@ -784,7 +713,7 @@ static int setup_server(app *a)
     so.tls_cert = semail_config_get(a->cfg, "outbound", "tls_cert");
     so.tls_key = semail_config_get(a->cfg, "outbound", "tls_key");
     so.name = NAME;
-    so.log = log_cb;
+    so.log = prog_server_log_cb;
     so.session.hostname = a->ob.hostname;
     so.session.rcpt = on_rcpt;
     so.session.mail = on_mail;
@@ -889,7 +818,7 @@ static int setup_relay(app *a)
     a->relay.command_timeout_ms = (unsigned int)command_ms;
     a->relay.bounce = on_bounce;
     a->relay.bounce_payload = &a->ob;
-    a->relay.log = log_cb;
+    a->relay.log = prog_server_log_cb;
     a->workers = (unsigned int)workers;
     return 0;
 }
@@ -920,22 +849,8 @@ static void log_listening(app *a)
             break;
         used += (size_t)w;
     }
-    logf_("listening on %s (hostname %s, AUTH %s, %u delivery threads)", line, a->ob.hostname,
-          a->ob.has_ldap ? "on" : "off", a->workers ? a->workers : 16);
-}
-
-static int start_signals(app *a)
-{
-    int r;
-
-    a->sc.srv = a->srv;
-    atomic_init(&a->sc.done, 0);
-    if ((r = pthread_create(&a->sig_thread, NULL, signal_main, &a->sc)) != 0) {
-        fprintf(stderr, "%s: cannot start the signal thread: %s\n", NAME, strerror(r));
-        return -1;
-    }
-    a->sig_started = 1;
-    return 0;
+    prog_logf("listening on %s (hostname %s, AUTH %s, %u delivery threads)", line, a->ob.hostname,
+              a->ob.has_ldap ? "on" : "off", a->workers ? a->workers : 16);
 }
 
 /* Returns -1 when delivery threads are still busy: nothing they use may be freed. */
@@ -944,7 +859,7 @@ static int stop_pool(app *a)
     if (a->ob.pool == NULL)
         return 0;
     if (semail_relay_pool_stop(a->ob.pool, POOL_GRACE_MS) < 0) {
-        logf_("stopped: %s; exiting anyway (the queue is crash-safe)", semail_error_last());
+        prog_logf("stopped: %s; exiting anyway (the queue is crash-safe)", semail_error_last());
         return -1;
     }
     semail_relay_pool_free(a->ob.pool);
@@ -954,11 +869,7 @@ static int stop_pool(app *a)
 
 static void teardown(app *a)
 {
-    if (a->sig_started) {
-        atomic_store(&a->sc.done, 1);
-        pthread_kill(a->sig_thread, SIGHUP);
-        pthread_join(a->sig_thread, NULL);
-    }
+    prog_signals_join(&a->sig);
     semail_server_free(a->srv);
     semail_queue_free(a->ob.queue);
     semail_resolver_free(a->resolver);
@@ -971,8 +882,7 @@ static void teardown(app *a)
     semail_config_list_free(a->listen);
     semail_config_list_free(a->listen_tls);
     semail_config_free(a->cfg);
-    if (g_syslog)
-        closelog();
+    prog_daemon_log_close();
 }
 
 static int run(app *a)
@@ -988,11 +898,13 @@ static int run(app *a)
         fprintf(stderr, "%s: [global] user: %s\n", NAME, semail_error_last());
         return -1;
     }
-    if (open_queue(a) < 0 || start_pool(a) < 0 || start_signals(a) < 0)
+    if (open_queue(a) < 0 || start_pool(a) < 0 ||
+        prog_signals_start(&a->sig, NAME, stop_server, a->srv,
+                           "sessions and deliveries in progress may finish") < 0)
         return -1;
     log_listening(a);
     if (semail_server_run(a->srv) < 0) {
-        logf_("stopped: %s", semail_error_last());
+        prog_logf("stopped: %s", semail_error_last());
         return -1;
     }
     return 0;
@@ -1008,14 +920,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: out of memory\n", NAME);
         return 1;
     }
-    /* Before any thread exists, so that every thread inherits the mask. */
-    sigemptyset(&a->sc.set);
-    sigaddset(&a->sc.set, SIGTERM);
-    sigaddset(&a->sc.set, SIGINT);
-    sigaddset(&a->sc.set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &a->sc.set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGXFSZ, SIG_IGN);
+    prog_signals_block(&a->sig);   /* before any thread exists */
+    prog_daemon_log_init(NAME, 0); /* [global] log may switch to syslog later */
 
     prog_parse_common(&pc, argc, argv, usage);
     if (pc.argi < argc) {
@@ -1032,7 +938,7 @@ int main(int argc, char **argv)
     if (stop_pool(a) < 0)
         _exit(rc);
     if (rc == 0)
-        logf_("stopped");
+        prog_logf("stopped");
     teardown(a);
     free(a);
     return rc;

@@ -43,6 +43,15 @@ SEMAIL_HIDDEN int semail__errno_code(int errnum);
 #ifndef SEMAIL__DEFINES_ERR
 #define semail__err(...)   SEMAIL__RETURNS_CODE(semail__err, __VA_ARGS__)
 #define semail__errno(...) SEMAIL__RETURNS_CODE(semail__errno, __VA_ARGS__)
+/*
+ * Strict base64 (RFC 4648 4: padding required, canonical, no blanks): decode IN into
+ * OUT (SIZE bytes). Returns the decoded length, or -1 when IN is not base64
+ * or does not fit (nothing is written past OUT + SIZE). An empty IN
+ * decodes to 0 bytes.
+ */
+SEMAIL_HIDDEN long semail__base64_decode(unsigned char *out, size_t size, const char *in,
+                                         size_t len);
+
 #endif
 #endif
 
@@ -84,5 +93,14 @@ SEMAIL_HIDDEN int semail__fsync_parent(const char *path);
 SEMAIL_HIDDEN int semail__tolower(int c);
 SEMAIL_HIDDEN int semail__strcasecmp(const char *a, const char *b);
 SEMAIL_HIDDEN int semail__strncasecmp(const char *a, const char *b, size_t n);
+
+/*
+ * Strict base64 (RFC 4648 4: padding required, canonical, no blanks): decode IN into
+ * OUT (SIZE bytes). Returns the decoded length, or -1 when IN is not base64
+ * or does not fit (nothing is written past OUT + SIZE). An empty IN
+ * decodes to 0 bytes.
+ */
+SEMAIL_HIDDEN long semail__base64_decode(unsigned char *out, size_t size, const char *in,
+                                         size_t len);
 
 #endif

@@ -158,13 +158,6 @@ SEMAIL_HIDDEN void semail__smtp_auth(semail_session *s, const char *arg, size_t 
 SEMAIL_HIDDEN void semail__smtp_sasl_line(semail_session *s, const char *line, size_t len);
 /* A response line over SMTP_SASL_LINE_MAX: answer and end the exchange. */
 SEMAIL_HIDDEN void semail__smtp_sasl_too_long(semail_session *s);
-/*
- * Strict base64 (RFC 4648 4, padding required, no blanks): decode IN into
- * OUT (SIZE bytes). Returns the decoded length, or -1 when IN is not base64
- * or does not fit.
- */
-SEMAIL_HIDDEN long semail__base64_decode(unsigned char *out, size_t size, const char *in,
-                                         size_t len);
 
 /* ---- smtp_reply.c -------------------------------------------------------- */
 

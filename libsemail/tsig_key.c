@@ -173,52 +173,15 @@ static int expect_punct(lexer *lx, char c)
     return 0;
 }
 
-static int b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Strict base64 (RFC 4648 section 4): padded, canonical, no blanks. */
+/* Strict base64 (RFC 4648 section 4): padded, canonical, no blanks, not empty. */
 static int b64_decode(uint8_t *out, size_t cap, size_t *outlen, const char *in)
 {
-    size_t len = strlen(in), i, n = 0, pad = 0;
+    size_t len = strlen(in);
+    long n;
 
-    if (len == 0 || len % 4 != 0)
+    if (len == 0 || (n = semail__base64_decode(out, cap, in, len)) < 0)
         return -1;
-    if (in[len - 1] == '=')
-        pad = in[len - 2] == '=' ? 2 : 1;
-    if ((len / 4) * 3 - pad > cap)
-        return -1;
-    for (i = 0; i < len; i += 4) {
-        int v[4], k;
-        uint32_t w;
-        for (k = 0; k < 4; k++) {
-            bool padding = i + 4 == len && k >= 4 - (int)pad;
-            v[k] = padding ? (in[i + k] == '=' ? 0 : -1) : b64_value(in[i + k]);
-            if (v[k] < 0)
-                return -1;
-        }
-        w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
-            (uint32_t)v[3];
-        if ((pad == 1 && i + 4 == len && (w & 0xFF)) || (pad == 2 && i + 4 == len && (w & 0xFFFF)))
-            return -1; /* bits set under the padding: not canonical */
-        out[n++] = (uint8_t)(w >> 16);
-        if (!(i + 4 == len && pad == 2))
-            out[n++] = (uint8_t)(w >> 8);
-        if (!(i + 4 == len && pad >= 1))
-            out[n++] = (uint8_t)w;
-    }
-    *outlen = n;
+    *outlen = (size_t)n;
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /*
- * util.c - bounded strings, bounded buffers and careful writes.
+ * util.c - bounded strings, bounded buffers, careful writes and a strict
+ * base64 decoder.
  *
  * Contract: nothing here truncates silently; a result that does not fit is
  * an error (SEMAIL_ETOOBIG), and every buffer has a maximum size.
@@ -217,4 +218,63 @@ int semail__strncasecmp(const char *a, const char *b, size_t n)
 int semail__strcasecmp(const char *a, const char *b)
 {
     return semail__strncasecmp(a, b, SIZE_MAX);
+}
+
+/* ---- base64 ------------------------------------------------------------- */
+
+/* Shared by SMTP AUTH and TSIG key files, which both want the strict form. */
+static int b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Decode one quantum Q (4 characters, the last of the input when LAST). */
+static int b64_quantum(unsigned char *out, size_t *n, size_t size, const char *q, int last)
+{
+    int v[4], pad = 0, j;
+
+    for (j = 0; j < 4; j++) {
+        if (q[j] == '=') {
+            if (!last || j < 2)
+                return -1;
+            pad++;
+            v[j] = 0;
+            continue;
+        }
+        if (pad > 0 || (v[j] = b64_value(q[j])) < 0)
+            return -1; /* data after padding, or not in the alphabet */
+    }
+    /* Canonical only: the bits that padding drops must be zero (RFC 4648 3.5). */
+    if ((pad == 2 && (v[1] & 0xf) != 0) || (pad == 1 && (v[2] & 0x3) != 0))
+        return -1;
+    if (*n + (size_t)(3 - pad) > size)
+        return -1;
+    out[(*n)++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
+    if (pad < 2)
+        out[(*n)++] = (unsigned char)((v[1] & 0xf) << 4 | v[2] >> 2);
+    if (pad < 1)
+        out[(*n)++] = (unsigned char)((v[2] & 0x3) << 6 | v[3]);
+    return 0;
+}
+
+long semail__base64_decode(unsigned char *out, size_t size, const char *in, size_t len)
+{
+    size_t i, n = 0;
+
+    if (len % 4 != 0)
+        return -1;
+    for (i = 0; i < len; i += 4)
+        if (b64_quantum(out, &n, size, in + i, i + 4 == len) < 0)
+            return -1;
+    return (long)n;
 }
