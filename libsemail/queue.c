@@ -16,6 +16,13 @@
  * Messages submitted through the handle are appended to the list at once;
  * others (another handle, a retry time reached) wait at most DUE_CACHE_MS.
  * The list is only a hint: the flock() and the state read under it decide.
+ *
+ * The relay's path (the semail__queue_*_lazy() functions) writes less: its
+ * results stay in memory until something must stay queued (a state write),
+ * and the directory fsync of its removals is shared (at most
+ * REMOVE_SYNC_MAX removals or REMOVE_SYNC_MS old; any fsync of msg/, such
+ * as a submission's, covers them). A crash can then only bring a message
+ * back to be delivered again, never lose one (docs/queue.md).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -39,6 +46,9 @@
 
 #define DUE_CACHE_MS   250
 #define DUE_APPEND_MAX 65536
+
+#define REMOVE_SYNC_MAX 64
+#define REMOVE_SYNC_MS  1000
 
 static const char b32[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
 
@@ -73,6 +83,11 @@ struct semail_queue {
     int dirfd, tmpfd, msgfd, statefd, corruptfd;
     semail_queue_options opts;
     due_cache due;
+    pthread_mutex_t rm_mu; /* guards the four fields below */
+    uint64_t rm_seq;       /* removals from msg/ made by this handle */
+    uint64_t rm_synced;    /* how many of them an fsync of msg/ covers */
+    int64_t rm_first_ms;   /* when the oldest removal not covered was made */
+    unsigned long rm_syncs;
 };
 
 /* A message file's envelope with its state, as listed or locked. */
@@ -80,12 +95,14 @@ typedef struct loaded {
     semail__qf_msg msg;
     semail__qf_state st;
     semail_queue_info info;
+    int state_file; /* state/QID existed when read, or was written since */
 } loaded;
 
 struct semail_queue_entry {
     semail_queue *q;
     int fd; /* the message file, flock()ed */
     int removed;
+    int dirty; /* results in memory not yet written to state/ */
     loaded l;
     char *file; /* the whole message file */
     size_t file_len;
@@ -203,6 +220,40 @@ static int fsync_dir(int dfd, const char *name)
     return 0;
 }
 
+/* fsync msg/; the removals made before it are durable after it. */
+static int msg_dir_sync(semail_queue *q)
+{
+    uint64_t seq;
+    int err;
+
+    pthread_mutex_lock(&q->rm_mu);
+    seq = q->rm_seq;
+    pthread_mutex_unlock(&q->rm_mu);
+    if ((err = fsync_dir(q->msgfd, "msg/")) < 0)
+        return err;
+    pthread_mutex_lock(&q->rm_mu);
+    if (seq > q->rm_synced) {
+        q->rm_synced = seq;
+        q->rm_syncs++;
+    }
+    pthread_mutex_unlock(&q->rm_mu);
+    return 0;
+}
+
+/* Sync msg/ when the oldest unsynced removal is REMOVE_SYNC_MS old, or
+ * always (ALWAYS) when there is one. */
+static int removals_sync(semail_queue *q, int64_t now, int always)
+{
+    int due;
+
+    pthread_mutex_lock(&q->rm_mu);
+    due = q->rm_seq > q->rm_synced &&
+          (always || q->rm_seq - q->rm_synced >= REMOVE_SYNC_MAX || now < q->rm_first_ms ||
+           now - q->rm_first_ms >= REMOVE_SYNC_MS);
+    pthread_mutex_unlock(&q->rm_mu);
+    return due ? msg_dir_sync(q) : 0;
+}
+
 /* Read all of FD (at most MAX bytes) into a new buffer. */
 static int read_fd(char **out, size_t *len, int fd, uint64_t max, const char *name)
 {
@@ -281,6 +332,7 @@ static int load_state(semail_queue *q, loaded *l)
     int fd, err;
 
     fd = openat(q->statefd, l->msg.qid, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    l->state_file = fd >= 0 || errno != ENOENT;
     if (fd < 0)
         return initial_state(l);
     err = read_fd(&buf, &len, fd, SEMAIL__QF_STATE_MAX, l->msg.qid);
@@ -498,6 +550,12 @@ int semail_queue_open(semail_queue **out, const char *dir, const semail_queue_op
         free(q);
         return semail__err(SEMAIL_ERROR, "queue: cannot create a mutex");
     }
+    if (pthread_mutex_init(&q->rm_mu, NULL) != 0) {
+        pthread_mutex_destroy(&q->due.add_mu);
+        pthread_mutex_destroy(&q->due.mu);
+        free(q);
+        return semail__err(SEMAIL_ERROR, "queue: cannot create a mutex");
+    }
     if (opts)
         q->opts = *opts;
     else
@@ -536,6 +594,8 @@ void semail_queue_free(semail_queue *q)
 {
     if (q == NULL)
         return;
+    if (q->msgfd >= 0 && q->rm_seq > q->rm_synced)
+        fsync(q->msgfd); /* best effort: at worst a removed message comes back */
     close_fd(&q->dirfd);
     close_fd(&q->tmpfd);
     close_fd(&q->msgfd);
@@ -545,6 +605,7 @@ void semail_queue_free(semail_queue *q)
     free(q->due.add);
     pthread_mutex_destroy(&q->due.mu);
     pthread_mutex_destroy(&q->due.add_mu);
+    pthread_mutex_destroy(&q->rm_mu);
     free(q->dir);
     free(q);
 }
@@ -622,7 +683,7 @@ static int submit_once(char *qid, semail_queue *q, const char *sender, const cha
         err = errno == EEXIST ? SEMAIL_EEXISTS : sys_err(errno, "rename to msg/", qid);
         goto fail;
     }
-    if ((err = fsync_dir(q->msgfd, "msg/")) < 0) {
+    if ((err = msg_dir_sync(q)) < 0) {
         /* Not known to be durable: take it back, the client will retry. */
         unlinkat(q->msgfd, qid, 0);
         goto done;
@@ -1016,8 +1077,11 @@ int semail_queue_lock_due(semail_queue_entry **out, semail_queue *q, int64_t now
         semail_queue_entry *e;
         /* The file work happens outside the list's mutex: workers lock in parallel. */
         if ((err = due_pop(qid, &next, q, now_ms, flush, &scanned)) < 0) {
-            if (err == SEMAIL_ENOTFOUND)
+            if (err == SEMAIL_ENOTFOUND) {
+                /* Idle: the removals need not wait for the next one. */
+                removals_sync(q, semail_queue_now_ms(), 0);
                 err = semail__err(SEMAIL_ENOTFOUND, "queue: nothing due");
+            }
             break;
         }
         err = lock_entry(&e, q, qid, 0);
@@ -1101,7 +1165,9 @@ static int entry_save(semail_queue_entry *e)
         err = sys_err(errno, "rename to state/", qid);
         goto fail;
     }
-    err = fsync_dir(q->statefd, "state/");
+    e->l.state_file = 1;
+    if ((err = fsync_dir(q->statefd, "state/")) == 0)
+        e->dirty = 0;
     goto done;
 fail:
     unlinkat(q->tmpfd, name, 0);
@@ -1122,10 +1188,11 @@ static int check_live(const semail_queue_entry *e)
     return 0;
 }
 
-int semail_queue_record(semail_queue_entry *e, size_t index, semail_queue_rcpt_state state,
-                        const semail_queue_result *result)
+/* Set recipient INDEX's result in memory; *OLD gets what it was. */
+static int record_mem(semail_queue_entry *e, size_t index, semail_queue_rcpt_state state,
+                      const semail_queue_result *result, semail_queue_rcpt *old)
 {
-    semail_queue_rcpt *r, old;
+    semail_queue_rcpt *r;
     int err;
 
     if ((err = check_live(e)) < 0)
@@ -1137,7 +1204,7 @@ int semail_queue_record(semail_queue_entry *e, size_t index, semail_queue_rcpt_s
         return semail__err(SEMAIL_EINVAL, "queue: recipient %zu already has a final state", index);
     if (result && (result->code < 0 || result->code > 999))
         return semail__err(SEMAIL_EINVAL, "queue: bad reply code %d", result->code);
-    old = *r;
+    *old = *r;
     r->state = state;
     memset(&r->result, 0, sizeof(r->result));
     if (result) {
@@ -1150,15 +1217,51 @@ int semail_queue_record(semail_queue_entry *e, size_t index, semail_queue_rcpt_s
     }
     if (r->result.time_ms <= 0)
         r->result.time_ms = semail_queue_now_ms();
-    if ((err = entry_save(e)) < 0)
-        *r = old;
+    loaded_fill_info(&e->l);
+    return 0;
+}
+
+int semail_queue_record(semail_queue_entry *e, size_t index, semail_queue_rcpt_state state,
+                        const semail_queue_result *result)
+{
+    semail_queue_rcpt old;
+    int err;
+
+    if ((err = record_mem(e, index, state, result, &old)) < 0)
+        return err;
+    if ((err = entry_save(e)) < 0) {
+        e->l.st.rcpts[index] = old;
+        loaded_fill_info(&e->l);
+    }
     return err;
 }
 
-int semail_queue_mark_notified(semail_queue_entry *e)
+int semail__queue_record_lazy(semail_queue_entry *e, size_t index, semail_queue_rcpt_state state,
+                              const semail_queue_result *result)
+{
+    semail_queue_rcpt old;
+    int err;
+
+    if ((err = record_mem(e, index, state, result, &old)) < 0)
+        return err;
+    e->dirty = 1;
+    return 0;
+}
+
+int semail__queue_save(semail_queue_entry *e)
+{
+    int err;
+
+    if ((err = check_live(e)) < 0)
+        return err;
+    return e->dirty ? entry_save(e) : 0;
+}
+
+/* Mark the failures notified; written now unless LAZY (then at the next save). */
+static int mark_notified(semail_queue_entry *e, int lazy)
 {
     semail__qf_state *s;
-    int err, marked = 0;
+    int err = 0, marked = 0;
 
     if ((err = check_live(e)) < 0)
         return err;
@@ -1171,12 +1274,25 @@ int semail_queue_mark_notified(semail_queue_entry *e)
     }
     if (marked == 0)
         return 0;
-    err = entry_save(e);
+    if (!lazy)
+        err = entry_save(e);
     for (size_t i = 0; i < s->rcpt_count; i++) {
         if (s->rcpts[i].notified == 2)
             s->rcpts[i].notified = err < 0 ? 0 : 1;
     }
+    if (lazy)
+        e->dirty = 1;
     return err < 0 ? err : marked;
+}
+
+int semail_queue_mark_notified(semail_queue_entry *e)
+{
+    return mark_notified(e, 0);
+}
+
+int semail__queue_mark_notified_lazy(semail_queue_entry *e)
+{
+    return mark_notified(e, 1);
 }
 
 int semail_queue_schedule(semail_queue_entry *e, int64_t next_attempt_ms)
@@ -1225,6 +1341,8 @@ int semail__queue_fail_pending(semail_queue_entry *e, const char *enhanced, cons
 
     if ((err = check_live(e)) < 0)
         return err;
+    if (e->dirty && (err = entry_save(e)) < 0)
+        return err;
     s = &e->l.st;
     for (size_t i = 0; i < s->rcpt_count; i++) {
         semail_queue_result *res = &s->rcpts[i].result;
@@ -1242,6 +1360,7 @@ int semail__queue_fail_pending(semail_queue_entry *e, const char *enhanced, cons
     if (failed == 0)
         return 0;
     if ((err = entry_save(e)) < 0) {
+        /* What a lazy record left in memory would be lost by the reload. */
         /* The disk has the old state; so must memory: reload it. */
         semail__qf_state_clear(&e->l.st);
         if (load_state(e->q, &e->l) < 0)
@@ -1252,9 +1371,16 @@ int semail__queue_fail_pending(semail_queue_entry *e, const char *enhanced, cons
     return failed;
 }
 
-int semail_queue_remove(semail_queue_entry *e)
+/*
+ * Unlink msg/QID; sync msg/ now unless LAZY and no state file holds a
+ * result (then a crash can only bring the message back with every
+ * recipient pending, as it was submitted). The state goes after the
+ * message: alone, it would be garbage (swept at open).
+ */
+static int remove_entry(semail_queue_entry *e, int lazy)
 {
     semail_queue *q;
+    int64_t now = semail_queue_now_ms();
     int err;
 
     if ((err = check_live(e)) < 0)
@@ -1263,11 +1389,40 @@ int semail_queue_remove(semail_queue_entry *e)
     if (unlinkat(q->msgfd, e->l.msg.qid, 0) < 0)
         return sys_err(errno, "unlink msg/", e->l.msg.qid);
     e->removed = 1;
-    err = fsync_dir(q->msgfd, "msg/");
-    /* The state file without its message is garbage (swept at open). */
-    if (unlinkat(q->statefd, e->l.msg.qid, 0) < 0 && errno != ENOENT && err == 0)
+    pthread_mutex_lock(&q->rm_mu);
+    if (q->rm_seq == q->rm_synced)
+        q->rm_first_ms = now;
+    q->rm_seq++;
+    pthread_mutex_unlock(&q->rm_mu);
+    err = removals_sync(q, now, !lazy || e->l.state_file);
+    if (e->l.state_file && unlinkat(q->statefd, e->l.msg.qid, 0) < 0 && errno != ENOENT && err == 0)
         err = sys_err(errno, "unlink state/", e->l.msg.qid);
     return err;
+}
+
+int semail_queue_remove(semail_queue_entry *e)
+{
+    return remove_entry(e, 0);
+}
+
+int semail__queue_remove_lazy(semail_queue_entry *e)
+{
+    return remove_entry(e, 1);
+}
+
+int semail__queue_sync_removals(semail_queue *q)
+{
+    return removals_sync(q, semail_queue_now_ms(), 1);
+}
+
+unsigned long semail__queue_removal_syncs(semail_queue *q)
+{
+    unsigned long n;
+
+    pthread_mutex_lock(&q->rm_mu);
+    n = q->rm_syncs;
+    pthread_mutex_unlock(&q->rm_mu);
+    return n;
 }
 
 int semail_queue_delete(semail_queue *q, const char *qid)

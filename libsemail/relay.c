@@ -1,16 +1,18 @@
 /*
  * relay.c - one delivery attempt of one locked queue entry
  * (include/semail/relay.h): recipients grouped by domain, MX hosts and
- * their addresses tried in order, each result recorded durably, then
- * expiry, the bounce, and the next attempt or the removal.
+ * their addresses tried in order, each result recorded, then expiry, the
+ * bounce, and the next attempt or the removal.
  *
  * Contract: every recipient that gets a definitive answer (2xx, 5xx, a
- * permanent DNS verdict, a loop) has it on disk before the next server is
- * tried; a recipient that got none stays pending with the last transient
- * result. A bounce is marked notified only after its hand-over succeeded,
- * and an entry is removed only when nothing is pending and nothing is left
- * to report, so a crash at any point repeats work, never loses it.
- * The worker pool is in relay_pool.c.
+ * permanent DNS verdict, a loop) has it on disk before the next server or
+ * domain is tried, or when the attempt ends with something still queued;
+ * when it ends with the entry removed, the removal is the durable fact and
+ * no state is written (docs/queue.md). A recipient that got none stays
+ * pending with the last transient result. A bounce is marked notified
+ * only after its hand-over succeeded, and an entry is removed only when
+ * nothing is pending and nothing is left to report, so a crash at any
+ * point repeats work, never loses it. The worker pool is in relay_pool.c.
  */
 #include <arpa/inet.h>
 #include <limits.h>
@@ -20,6 +22,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "queue_internal.h"
 #include "relay_internal.h"
 #include "semail/client.h"
 #include "semail/dsn.h"
@@ -113,14 +116,15 @@ static void fill_result(semail_queue_result *r, int code, const char *enhanced, 
     snprintf(r->text, sizeof(r->text), "%s", text ? text : "");
 }
 
-/* Record the outcome of recipient I durably and log it. */
+/* Record the outcome of recipient I and log it: in memory, written before
+ * the next server or domain, by the schedule, or never (removed). */
 static int decide(attempt *a, size_t i, semail_queue_rcpt_state state, const char *relay,
                   const semail_queue_result *r)
 {
     static const char *const status[] = {"deferred", "sent", "bounced"};
     int err;
 
-    if ((err = semail_queue_record(a->e, i, state, r)) < 0) {
+    if ((err = semail__queue_record_lazy(a->e, i, state, r)) < 0) {
         semail__relay_log(a->opts, "%s: to=<%s>: cannot record the result: %s", a->qid,
                           rcpt_address(a, i), semail_error_last());
         return err;
@@ -284,6 +288,9 @@ static int try_hosts(attempt *a, const semail_mx_result *mx, size_t *nund, int *
             relay_text(a, host, &ss, port);
             if (is_ours(a, &ss, sl))
                 continue;
+            /* What the last server decided is on disk before the next one. */
+            if (*tried && (err = semail__queue_save(a->e)) < 0)
+                return err;
             *tried = 1;
             if ((err = try_address(a, &ss, sl, host, nund)) < 0)
                 return err;
@@ -353,13 +360,18 @@ static int deliver_all(attempt *a)
 {
     const semail_queue_info *info = semail_queue_entry_info(a->e);
     size_t i;
-    int err;
+    int err, started = 0;
 
     for (i = 0; i < a->n; i++) {
         if (a->grouped[i] || info->rcpts[i].state != SEMAIL_QUEUE_PENDING)
             continue;
         if (cancelled(a))
             return 0;
+        /* What a domain got is on disk before the next one is tried: a
+         * crash then repeats at most the last domain's deliveries. */
+        if (started && (err = semail__queue_save(a->e)) < 0)
+            return err;
+        started = 1;
         if ((err = deliver_domain(a, take_group(a, i))) < 0)
             return err;
     }
@@ -426,7 +438,7 @@ static int bounce(attempt *a, int64_t now)
     }
     semail__relay_log(a->opts, "%s: sender non-delivery notification to <%s>: %s", a->qid,
                       info->sender, note[0] ? note : "handed over");
-    return (err = semail_queue_mark_notified(a->e)) < 0 ? err : 0;
+    return (err = semail__queue_mark_notified_lazy(a->e)) < 0 ? err : 0;
 }
 
 static int any_pending(const attempt *a)
@@ -440,7 +452,8 @@ static int any_pending(const attempt *a)
     return 0;
 }
 
-/* Schedule the next attempt, or remove the entry when all is done. */
+/* Schedule the next attempt (writing the results), or remove the entry
+ * when all is done: the removal, not a state write, is then the durable fact. */
 static int finish(attempt *a, int bounce_left, int64_t now)
 {
     const semail_queue_info *info = semail_queue_entry_info(a->e);
@@ -448,7 +461,7 @@ static int finish(attempt *a, int bounce_left, int64_t now)
     int err;
 
     if (!bounce_left && !any_pending(a)) {
-        if ((err = semail_queue_remove(a->e)) < 0)
+        if ((err = semail__queue_remove_lazy(a->e)) < 0)
             return err;
         semail__relay_log(a->opts, "%s: removed", a->qid);
         return 1;
@@ -513,6 +526,8 @@ int semail_relay_deliver(const semail_relay_options *opts, semail_queue *q, sema
     }
     err = finish(&a, left, now);
 done:
+    if (err < 0)
+        semail__queue_save(e); /* best effort: keep what was delivered */
     attempt_free(&a);
     return err;
 }

@@ -7,14 +7,17 @@
  * exchangers are resolved (semail_mx_resolve()), and every address of every
  * MX host is tried in order with semail_client_deliver() until each
  * recipient has a definitive answer (2xx or 5xx) or no address is left.
- * Each recipient's result is recorded durably (semail_queue_record()):
- * delivered on 2xx; failed on 5xx and on a permanent DNS verdict (null MX
- * 5.1.10, no such domain 5.1.2, ...); pending on 4xx, a failed connection
- * or a temporary DNS verdict. Then the entry expires when it is too old
- * (semail_queue_expire()), a bounce is built for the newly failed
- * recipients (never for the null sender) and handed over, and the entry is
- * either scheduled for its next attempt (semail_queue_retry_next()) or,
- * when nothing is pending and every failure has been reported, removed.
+ * Each recipient's result is recorded: delivered on 2xx; failed on 5xx and
+ * on a permanent DNS verdict (null MX 5.1.10, no such domain 5.1.2, ...);
+ * pending on 4xx, a failed connection or a temporary DNS verdict. Results
+ * are written to the queue before the next server is tried and whenever
+ * something stays queued; an entry removed at the end of the attempt needs
+ * no state write, the removal being the durable fact (docs/queue.md,
+ * "Durability and crashes": a crash re-delivers, never loses). Then the entry expires when it is
+ * too old (semail_queue_expire()), a bounce is built for the newly failed recipients (never for the
+ * null sender) and handed over, and the entry is either scheduled for its next attempt
+ * (semail_queue_retry_next()) or, when nothing is pending and every failure has been reported,
+ * removed.
  *
  * Loop prevention: an MX address that semail_mx_is_local_address() says is
  * one of our own listen addresses is not tried; when that leaves a domain
