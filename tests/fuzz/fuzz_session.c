@@ -177,6 +177,14 @@ static void drain(semail_session *s, semail_buf *acc)
     abort(); /* output that never ends */
 }
 
+#define PIPELINING_ABUSE "improper use of SMTP command pipelining"
+
+/* Whether the replies in B contain TEXT. */
+static int mentions(const semail_buf *b, const char *text)
+{
+    return b->len > 0 && memmem(b->data, b->len, text, strlen(text)) != NULL;
+}
+
 static semail_session *open_session(const uint8_t cfg, run *ru)
 {
     static const size_t sizes[] = {0, 1, 100, 2000};
@@ -242,9 +250,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     drain(s, &cut);
     semail_session_free(s);
 
-    CHECK(ru1.messages == ru2.messages);
-    CHECK(ru1.auth_ok == ru2.auth_ok && ru1.auth_ok <= 1);
-    CHECK(whole.len == cut.len && (whole.len == 0 || memcmp(whole.data, cut.data, whole.len) == 0));
+    /* Pipelining without PIPELINING is judged by what arrived together, so
+     * a session that met that rule may legitimately differ between the two
+     * feeds; every other session must not. */
+    if (!mentions(&whole, PIPELINING_ABUSE) && !mentions(&cut, PIPELINING_ABUSE)) {
+        CHECK(ru1.messages == ru2.messages);
+        CHECK(ru1.auth_ok == ru2.auth_ok);
+        CHECK(whole.len == cut.len &&
+              (whole.len == 0 || memcmp(whole.data, cut.data, whole.len) == 0));
+    }
+    CHECK(ru1.auth_ok <= 1 && ru2.auth_ok <= 1);
     semail__buf_free(&whole);
     semail__buf_free(&cut);
     return 0;
