@@ -103,18 +103,6 @@ static void sleep_ms(unsigned int ms)
         ;
 }
 
-static void rfc5322_date(char *out, size_t size, time_t t)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    snprintf(out, size, "%s, %d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 /* Take the newest registry snapshot; log a reload that failed. */
 static int acquire(const semail_registry **reg, outbound *ob)
 {
@@ -334,7 +322,7 @@ static int build_received(submission *s, const outbound *ob, const semail_envelo
     int n;
 
     clean_copy(helo, sizeof(helo), env->helo);
-    rfc5322_date(date, sizeof(date), time(NULL));
+    (void)semail_date_rfc5322(date, sizeof(date), time(NULL));
     if (env->auth_user) {
         clean_copy(user, sizeof(user), env->auth_user);
         snprintf(auth, sizeof(auth), "\r\n\t(Authenticated sender: %s)", user);

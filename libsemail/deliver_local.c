@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "semail/date.h"
 #include "semail/deliver.h"
 #include "semail/mbox.h"
 
@@ -67,18 +68,6 @@ static void logf_(const delivery *d, const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     d->opts->log(line, d->opts->log_payload);
-}
-
-static void rfc5322_date(char *out, size_t size, time_t t)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    snprintf(out, size, "%s, %d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 static void lower_copy(char *dst, size_t size, const char *src)
@@ -317,7 +306,7 @@ int semail_deliver_local(semail_reply *reply, const semail_deliver_local_options
     d->env = env;
     d->reg = reg;
     d->now = time(NULL);
-    rfc5322_date(d->date, sizeof(d->date), d->now);
+    (void)semail_date_rfc5322(d->date, sizeof(d->date), d->now);
     clean_helo(d->helo, sizeof(d->helo), env->helo);
     if (env->sender->is_null ||
         semail_address_format(d->sender, sizeof(d->sender), env->sender) < 0)

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "queue_internal.h"
+#include "semail/date.h"
 #include "semail/dsn.h"
 
 #define LINE_MAX_OCTETS 998
@@ -76,17 +77,7 @@ static int add_line(semail_buf *b, const char *name, const char *raw)
 
 static int fmt_date(char *out, size_t size, int64_t ms)
 {
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-
-    if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
-        tm.tm_mon > 11)
-        return semail__err(SEMAIL_EINVAL, "dsn: time out of range");
-    return semail__fmt(out, size, "%s, %d %s %d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-                       months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return semail_date_rfc5322(out, size, (time_t)(ms / 1000));
 }
 
 /*

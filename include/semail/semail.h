@@ -18,6 +18,7 @@
 #include "semail/errors.h"
 #include "semail/version.h"
 #include "semail/config.h"
+#include "semail/date.h"
 #include "semail/smtp.h"
 #include "semail/mbox.h"
 #include "semail/registry.h"

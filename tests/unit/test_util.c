@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "semail/date.h"
 
 static long decode(unsigned char *out, size_t size, const char *in)
 {
@@ -70,12 +71,35 @@ static void test_util__base64_never_writes_past_the_output(void **state)
     assert_int_equal(decode(out, 6, "Zm9vYmFy"), 6);
 }
 
+static void test_util__date_is_rfc5322_in_utc_whatever_the_locale(void **state)
+{
+    char out[SEMAIL_DATE_MAX];
+
+    (void)state;
+    assert_int_equal(semail_date_rfc5322(out, sizeof(out), 0), 0);
+    assert_string_equal(out, "Thu, 1 Jan 1970 00:00:00 +0000");
+    assert_int_equal(semail_date_rfc5322(out, sizeof(out), 1795929796), 0);
+    assert_string_equal(out, "Sun, 29 Nov 2026 05:23:16 +0000");
+}
+
+static void test_util__date_refuses_a_short_buffer(void **state)
+{
+    char out[16] = "x";
+
+    (void)state;
+    assert_int_equal(semail_date_rfc5322(out, sizeof(out), 0), SEMAIL_ETOOBIG);
+    assert_string_equal(out, "");
+    assert_int_equal(semail_date_rfc5322(NULL, 10, 0), SEMAIL_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_util__base64_decodes_every_padding_form),
         cmocka_unit_test(test_util__base64_rejects_what_is_not_strict),
         cmocka_unit_test(test_util__base64_never_writes_past_the_output),
+        cmocka_unit_test(test_util__date_is_rfc5322_in_utc_whatever_the_locale),
+        cmocka_unit_test(test_util__date_refuses_a_short_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
