@@ -26,11 +26,13 @@
 
 #include <cmocka.h>
 
+#include "named_testutil.h"
+
 #include "dns_update_internal.h"
 #include "mx_internal.h"
 #include "semail/dns.h"
 
-#define NAMED "/usr/sbin/named"
+#define NAMED TU_NAMED
 
 /* Same name as the server's key, another secret: BADSIG. */
 #define WRONG_SECRET "/Hte84/JV1xCKS+T7u+WOxthgJBgy7yQbxwbyQFZbsw="
@@ -60,27 +62,6 @@ typedef struct named {
     uint16_t port;
     semail_resolver *r;
 } named;
-
-static uint16_t free_port(void)
-{
-    int tries;
-    for (tries = 0; tries < 50; tries++) {
-        struct sockaddr_in sin = {.sin_family = AF_INET};
-        socklen_t sl = sizeof(sin);
-        int u = socket(AF_INET, SOCK_DGRAM, 0), t = socket(AF_INET, SOCK_STREAM, 0);
-        uint16_t port = 0;
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-            getsockname(u, (struct sockaddr *)&sin, &sl) == 0 &&
-            bind(t, (struct sockaddr *)&sin, sizeof(sin)) == 0)
-            port = ntohs(sin.sin_port);
-        close(u);
-        close(t);
-        if (port != 0)
-            return port;
-    }
-    return 0;
-}
 
 static void write_file(const char *dir, const char *name, const char *text, char *path_out,
                        size_t size)
@@ -115,23 +96,6 @@ static bool named_ready(semail_resolver *r)
     ok = ans.msg.rcode == SEMAIL_DNS_R_NOERROR && ans.msg.ancount == 1;
     semail__dns_answer_free(&ans);
     return ok;
-}
-
-static void exec_named(const named *n)
-{
-    char conf[128], log[128];
-    int fd;
-    snprintf(conf, sizeof(conf), "%s/named.conf", n->dir);
-    snprintf(log, sizeof(log), "%s/named.log", n->dir);
-    if ((fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644)) >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-    }
-    if (getuid() == 0)
-        execl(NAMED, "named", "-g", "-u", "nobody", "-c", conf, (char *)NULL);
-    else
-        execl(NAMED, "named", "-g", "-c", conf, (char *)NULL);
-    _exit(127);
 }
 
 static int chown_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -171,7 +135,7 @@ static int setup(void **state)
     }
     snprintf(n.dir, sizeof(n.dir), "/tmp/semail-dnsupd-XXXXXX");
     assert_non_null(mkdtemp(n.dir));
-    assert_true((n.port = free_port()) != 0);
+    assert_true((n.port = tu_free_port()) != 0);
     write_key(&n, "tsig.key", "semail-update", GOOD_SECRET, n.key, sizeof(n.key));
     write_key(&n, "wrong.key", "semail-update", WRONG_SECRET, n.wrong_key, sizeof(n.wrong_key));
     write_key(&n, "other.key", "other-key", OTHER_SECRET, n.other_key, sizeof(n.other_key));
@@ -180,7 +144,7 @@ static int setup(void **state)
         assert_int_equal(nftw(n.dir, chown_entry, 8, FTW_PHYS), 0);
     assert_true((n.pid = fork()) >= 0);
     if (n.pid == 0)
-        exec_named(&n);
+        tu_exec_named(n.dir);
     snprintf(n.server, sizeof(n.server), "127.0.0.1:%u", n.port);
     o.server = n.server;
     o.timeout_ms = 200;

@@ -24,10 +24,12 @@
 
 #include <cmocka.h>
 
+#include "named_testutil.h"
+
 #include "mx_internal.h"
 #include "semail/mx.h"
 
-#define NAMED "/usr/sbin/named"
+#define NAMED TU_NAMED
 
 typedef struct named {
     char dir[64];
@@ -35,35 +37,6 @@ typedef struct named {
     uint16_t port;
     semail_resolver *r;
 } named;
-
-static uint16_t free_port(void)
-{
-    int tries;
-    for (tries = 0; tries < 50; tries++) {
-        struct sockaddr_in sin = {.sin_family = AF_INET};
-        socklen_t sl = sizeof(sin);
-        int u = socket(AF_INET, SOCK_DGRAM, 0), t = socket(AF_INET, SOCK_STREAM, 0);
-        uint16_t port = 0;
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-            getsockname(u, (struct sockaddr *)&sin, &sl) == 0 &&
-            bind(t, (struct sockaddr *)&sin, sizeof(sin)) == 0)
-            port = ntohs(sin.sin_port);
-        close(u);
-        close(t);
-        if (port != 0)
-            return port;
-    }
-    return 0;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_true(fputs(text, f) >= 0);
-    assert_int_equal(fclose(f), 0);
-}
 
 static void copy_zone(const char *dir)
 {
@@ -96,23 +69,6 @@ static bool named_ready(semail_resolver *r)
     return ok;
 }
 
-static void exec_named(const named *n)
-{
-    char conf[128], log[128];
-    int fd;
-    snprintf(conf, sizeof(conf), "%s/named.conf", n->dir);
-    snprintf(log, sizeof(log), "%s/named.log", n->dir);
-    if ((fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644)) >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-    }
-    if (getuid() == 0)
-        execl(NAMED, "named", "-g", "-u", "nobody", "-c", conf, (char *)NULL);
-    else
-        execl(NAMED, "named", "-g", "-c", conf, (char *)NULL);
-    _exit(127);
-}
-
 static int setup(void **state)
 {
     static named n;
@@ -128,7 +84,7 @@ static int setup(void **state)
     }
     snprintf(n.dir, sizeof(n.dir), "/tmp/semail-named-XXXXXX");
     assert_non_null(mkdtemp(n.dir));
-    assert_true((n.port = free_port()) != 0);
+    assert_true((n.port = tu_free_port()) != 0);
     snprintf(conf, sizeof(conf),
              "options { directory \"%s\"; pid-file \"%s/named.pid\";\n"
              "  session-keyfile \"%s/session.key\"; managed-keys-directory \"%s\";\n"
@@ -138,7 +94,7 @@ static int setup(void **state)
              "zone \"example.test\" { type primary; file \"%s/example.test.zone\"; };\n",
              n.dir, n.dir, n.dir, n.dir, n.port, n.dir);
     snprintf(path, sizeof(path), "%s/named.conf", n.dir);
-    write_file(path, conf);
+    tu_write_file(path, conf);
     copy_zone(n.dir);
     if (getuid() == 0) {
         struct passwd *pw = getpwnam("nobody");
@@ -147,7 +103,7 @@ static int setup(void **state)
     }
     assert_true((n.pid = fork()) >= 0);
     if (n.pid == 0)
-        exec_named(&n);
+        tu_exec_named(n.dir);
     snprintf(server, sizeof(server), "127.0.0.1:%u", n.port);
     o.server = server;
     o.timeout_ms = 200;

@@ -39,6 +39,8 @@
 
 #include <cmocka.h>
 
+#include "named_testutil.h"
+
 #include "provision_ctx.h"
 #include "semail/config.h"
 #include "semail/provision.h"
@@ -67,31 +69,6 @@ typedef struct servers {
 } servers;
 
 static servers S;
-
-/* A port free for UDP and TCP a moment ago; 0 when this attempt found none. */
-static uint16_t free_port(void)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sin);
-    int u = socket(AF_INET, SOCK_DGRAM, 0), t = socket(AF_INET, SOCK_STREAM, 0);
-    uint16_t port = 0;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-        getsockname(u, (struct sockaddr *)&sin, &sl) == 0 &&
-        bind(t, (struct sockaddr *)&sin, sizeof(sin)) == 0)
-        port = ntohs(sin.sin_port);
-    close(u);
-    close(t);
-    return port;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_true(fputs(text, f) >= 0);
-    assert_int_equal(fclose(f), 0);
-}
 
 /* In a child: become nobody (when root), die with the parent, output to LOG. */
 static void child_setup(pid_t parent, const char *log)
@@ -198,7 +175,7 @@ static void start_named(void)
     snprintf(key, sizeof(key), "%s/tsig.key", S.dir);
     snprintf(conf, sizeof(conf),
              "key \"semail-update\" { algorithm hmac-sha256; secret \"" SECRET "\"; };\n");
-    write_file(key, conf);
+    tu_write_file(key, conf);
     snprintf(conf, sizeof(conf),
              "include \"%s\";\n"
              "options { directory \"%s\"; pid-file \"%s/named.pid\";\n"
@@ -210,11 +187,11 @@ static void start_named(void)
              "  update-policy { grant semail-update zonesub ANY; }; };\n",
              key, S.dir, S.dir, S.dir, S.dir, S.dns_port, S.dir);
     snprintf(path, sizeof(path), "%s/named.conf", S.dir);
-    write_file(path, conf);
+    tu_write_file(path, conf);
     snprintf(log, sizeof(log), "%s/semail.test.zone", S.dir);
-    write_file(log, "$TTL 300\n@ IN SOA ns.semail.test. hostmaster.semail.test. 1 3600 600 "
-                    "86400 300\n@ IN NS ns.semail.test.\nns IN A 127.0.0.1\nmx IN A 127.0.0.1\n"
-                    "taken IN A 192.0.2.7\n");
+    tu_write_file(log, "$TTL 300\n@ IN SOA ns.semail.test. hostmaster.semail.test. 1 3600 600 "
+                       "86400 300\n@ IN NS ns.semail.test.\nns IN A 127.0.0.1\nmx IN A 127.0.0.1\n"
+                       "taken IN A 192.0.2.7\n");
     snprintf(log, sizeof(log), "%s/named.log", S.dir);
     {
         char *argv[] = {NAMED, "-g", "-c", path, NULL};
@@ -258,14 +235,14 @@ static void start_slapd(void)
              "access to * by * read\n",
              S.dir, S.dir, data);
     snprintf(path, sizeof(path), "%s/slapd.conf", S.dir);
-    write_file(path, conf);
+    tu_write_file(path, conf);
     snprintf(ldif, sizeof(ldif), "%s/init.ldif", S.dir);
-    write_file(ldif, "dn: dc=semail,dc=test\nobjectClass: dcObject\nobjectClass: organization\n"
-                     "dc: semail\no: semail\n\n"
-                     "dn: ou=people,dc=semail,dc=test\nobjectClass: organizationalUnit\n"
-                     "ou: people\n\n"
-                     "dn: uid=alice,ou=people,dc=semail,dc=test\nobjectClass: inetOrgPerson\n"
-                     "uid: alice\ncn: alice\nsn: alice\nuserPassword: secret\n\n");
+    tu_write_file(ldif, "dn: dc=semail,dc=test\nobjectClass: dcObject\nobjectClass: organization\n"
+                        "dc: semail\no: semail\n\n"
+                        "dn: ou=people,dc=semail,dc=test\nobjectClass: organizationalUnit\n"
+                        "ou: people\n\n"
+                        "dn: uid=alice,ou=people,dc=semail,dc=test\nobjectClass: inetOrgPerson\n"
+                        "uid: alice\ncn: alice\nsn: alice\nuserPassword: secret\n\n");
     if (getuid() == 0)
         assert_ok(nftw(S.dir, chown_entry, 8, FTW_PHYS));
     {
@@ -295,9 +272,9 @@ static int group_setup(void **state)
     assert_non_null(mkdtemp(S.dir));
     assert_ok(chmod(S.dir, 0755));
     do {
-        S.dns_port = free_port();
-        S.ldap_port = free_port();
-        S.dead_port = free_port();
+        S.dns_port = tu_free_port();
+        S.ldap_port = tu_free_port();
+        S.dead_port = tu_free_port();
     } while (S.dns_port == 0 || S.ldap_port == 0 || S.dead_port == 0 || S.dns_port == S.ldap_port ||
              S.dns_port == S.dead_port || S.ldap_port == S.dead_port);
     if (getuid() == 0)
@@ -458,7 +435,7 @@ static int setup(void **state)
     snprintf(f.pwfile, sizeof(f.pwfile), "%s/ldap.pw", f.root);
     assert_ok(mkdir(f.mail, 0755));
     assert_ok(mkdir(f.images, 0700));
-    write_file(f.pwfile, "adminpw\n");
+    tu_write_file(f.pwfile, "adminpw\n");
     F = &f;
     *state = &f;
     return 0;
@@ -994,7 +971,7 @@ static void put(const char *dir, const char *name, const char *text)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    write_file(path, text);
+    tu_write_file(path, text);
 }
 
 /* Read ARCHIVE back: the text of NAME (or "<link>TARGET"), "" when absent. */
